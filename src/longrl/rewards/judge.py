@@ -1,0 +1,236 @@
+"""The LLM half of the hybrid reward: a verifier model asked whether two answers are equivalent.
+
+The verifier is any OpenAI-compatible chat endpoint (``vllm serve`` in this project). The judge
+never raises into a training step: a timeout, a refused connection, an HTTP error or a reply
+without a verdict all come back as ``None`` and are counted in ``JudgeStats``; the caller then
+keeps the rule score. Verdicts are cached by (question, prediction, ground truth), and identical
+questions in flight at the same time (the eight rollouts of a GRPO group often agree) share one
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import os
+import re
+import threading
+import weakref
+
+import openai
+from pydantic import BaseModel, Field
+
+logger = logging.getLogger(__name__)
+
+JUDGE_SYSTEM_PROMPT = (
+    "You check whether two answers to the same problem are the same answer.\n"
+    "You are given a problem and two answers, Answer 1 and Answer 2. Decide whether they are "
+    "equivalent: whether they state the same value or meaning, even if written in a different "
+    "form, unit notation or wording. Do not try to solve the problem yourself.\n\n"
+    "Reply in this format:\n"
+    "1) A short explanation of why the answers are or are not equivalent.\n"
+    "2) Your verdict on the last line: [[YES]] or [[NO]]"
+)
+JUDGE_USER_TEMPLATE = "Problem: {question}\nAnswer 1: {prediction}\nAnswer 2: {ground_truth}"
+_VERDICT = re.compile(r"\[\[\s*(YES|NO)\s*\]\]", re.IGNORECASE)
+
+CacheKey = tuple[str, str, str]
+
+
+class JudgeConfig(BaseModel):
+    """Where the verifier is served and how hard to try it."""
+
+    base_url: str = Field(
+        description="OpenAI-compatible API root of the verifier, e.g. http://verifier:8000/v1"
+    )
+    model: str = Field(description="Model name the verifier serves (vLLM: --served-model-name)")
+    api_key_env: str = Field(
+        "LONGRL_JUDGE_API_KEY",
+        description="Environment variable that holds the verifier's API key; unset means no key (vLLM default)",
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Timeout of one request, in seconds")
+    max_retries: int = Field(3, ge=0, description="Retries (exponential backoff) on timeouts, 429 and 5xx")
+    max_concurrency: int = Field(32, ge=1, description="Most requests in flight at once")
+    max_tokens: int = Field(512, ge=1, description="Most tokens the verifier may write per verdict")
+    cache_size: int = Field(100_000, ge=0, description="Verdicts kept in memory (0 turns the cache off)")
+
+
+def parse_verdict(text: str | None) -> bool | None:
+    """True for [[YES]], False for [[NO]] (the last one written wins), None when there is neither."""
+    if not text:
+        return None
+    verdicts = _VERDICT.findall(text)
+    if not verdicts:
+        return None
+    return verdicts[-1].upper() == "YES"
+
+
+def judge_messages(question: str, prediction: str, ground_truth: str) -> list[dict[str, str]]:
+    user = JUDGE_USER_TEMPLATE.format(question=question, prediction=prediction, ground_truth=ground_truth)
+    return [{"role": "system", "content": JUDGE_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+class JudgeCache:
+    """A bounded, thread-safe LRU map from (question, prediction, ground truth) to a verdict."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._entries: collections.OrderedDict[CacheKey, bool] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> bool | None:
+        with self._lock:
+            verdict = self._entries.get(key)
+            if verdict is not None:
+                self._entries.move_to_end(key)
+            return verdict
+
+    def put(self, key: CacheKey, verdict: bool) -> None:
+        if self.max_size == 0:
+            return
+        with self._lock:
+            self._entries[key] = verdict
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclasses.dataclass
+class JudgeStats:
+    """Counters since the judge was made; ``snapshot`` gives them flat, for metrics."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    yes: int = 0
+    no: int = 0
+    failures: int = 0
+    failure_reasons: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    def snapshot(self) -> dict[str, float]:
+        flat = {
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "api_calls": self.api_calls,
+            "yes": self.yes,
+            "no": self.no,
+            "failures": self.failures,
+        }
+        flat.update({f"failures_{reason}": count for reason, count in self.failure_reasons.items()})
+        return {key: float(value) for key, value in flat.items()}
+
+
+@dataclasses.dataclass
+class _LoopState:
+    client: openai.AsyncOpenAI
+    semaphore: asyncio.Semaphore
+    in_flight: dict[CacheKey, asyncio.Task[bool | None]]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return f"http_{exc.status_code}"
+    if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
+        return "bad_response"  # a reply that is not the API's JSON
+    return "error"
+
+
+class LLMJudge:
+    """Asks the verifier whether a prediction and a reference are equivalent; safe to share across loops."""
+
+    def __init__(self, config: JudgeConfig, cache: JudgeCache | None = None) -> None:
+        self.config = config
+        self.cache = cache if cache is not None else JudgeCache(config.cache_size)
+        self.stats = JudgeStats()
+        # An httpx client and a semaphore belong to one event loop; TRL runs async rewards on
+        # its own daemon loop while evaluation may use asyncio.run, so keep one set per loop.
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _loop_state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            client = openai.AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=os.environ.get(self.config.api_key_env) or "EMPTY",
+                timeout=self.config.timeout_s,
+                max_retries=self.config.max_retries,
+            )
+            state = _LoopState(client, asyncio.Semaphore(self.config.max_concurrency), {})
+            self._loops[loop] = state
+        return state
+
+    async def judge(self, question: str, prediction: str, ground_truth: str) -> bool | None:
+        """True/False from the verifier, or None when it could not be had (the failure is counted)."""
+        self.stats.requests += 1
+        key = (question.strip(), prediction.strip(), ground_truth.strip())
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+        state = self._loop_state()
+        task = state.in_flight.get(key)
+        if task is not None:
+            self.stats.cache_hits += 1
+            return await asyncio.shield(task)
+        task = asyncio.ensure_future(self._ask(state, key))
+        state.in_flight[key] = task
+        task.add_done_callback(lambda _: state.in_flight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _ask(self, state: _LoopState, key: CacheKey) -> bool | None:
+        async with state.semaphore:
+            self.stats.api_calls += 1
+            try:
+                response = await state.client.chat.completions.create(
+                    model=self.config.model,
+                    messages=judge_messages(*key),
+                    temperature=0.0,
+                    max_tokens=self.config.max_tokens,
+                )
+                content = response.choices[0].message.content if response.choices else None
+            except Exception as exc:  # noqa: BLE001 - a judge failure must never stop training
+                return self._failed(_failure_reason(exc), exc)
+        verdict = parse_verdict(content)
+        if verdict is None:
+            return self._failed("unparseable", None)
+        if verdict:
+            self.stats.yes += 1
+        else:
+            self.stats.no += 1
+        self.cache.put(key, verdict)
+        return verdict
+
+    def _failed(self, reason: str, exc: BaseException | None) -> None:
+        self.stats.failures += 1
+        self.stats.failure_reasons[reason] += 1
+        count = self.stats.failure_reasons[reason]
+        if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th ...: visible without flooding the log
+            detail = f": {exc}" if exc else ""
+            logger.warning(
+                "verifier call failed (%s, %d so far)%s; keeping the rule score", reason, count, detail
+            )
+        return None
+
+    async def __aenter__(self) -> LLMJudge:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Closes the HTTP client of the running loop (others close with their loop)."""
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.client.close()

@@ -1,0 +1,128 @@
+"""A real HTTP server speaking the OpenAI chat-completions API, with scriptable misbehaviour.
+
+It judges like a perfect verifier: [[YES]] when Answer 1 and Answer 2 are the same after
+lower-casing and stripping, or a pair the test declared synonyms, [[NO]] otherwise. ``mode`` makes it slow, failing or incoherent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_ANSWERS = re.compile(r"Answer 1: (?P<a>.*)\nAnswer 2: (?P<b>.*)", re.DOTALL)
+
+
+class ScriptedVerifier:
+    """Shared state between the test and the server thread."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"  # ok | slow | error500 | garbage | no_verdict | flaky
+        self.delay_s = 0.0  # extra latency for every request
+        self.slow_s = 5.0  # latency in "slow" mode
+        self.flaky_failures = 2  # 503s before success in "flaky" mode
+        self.requests: list[dict] = []
+        self.auth_headers: list[str | None] = []
+        self.synonyms: set[tuple[str, str]] = set()  # (answer 1, answer 2) pairs it also calls equal
+        self.lock = threading.Lock()
+        self.max_in_flight = 0
+        self._in_flight = 0
+
+    def reply(self, body: dict) -> tuple[int, str, str]:
+        """(status, content type, body) for one request."""
+        with self.lock:
+            self.requests.append(body)
+            count = len(self.requests)
+        if self.mode == "error500":
+            return 500, "application/json", json.dumps({"error": {"message": "boom"}})
+        if self.mode == "flaky" and count <= self.flaky_failures:
+            return 503, "application/json", json.dumps({"error": {"message": "warming up"}})
+        if self.mode == "garbage":
+            return 200, "application/json", "<html>this is not json"
+        if self.mode == "slow":
+            time.sleep(self.slow_s)
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        match = _ANSWERS.search(user)
+        a, b = (match["a"].strip().lower(), match["b"].strip().lower()) if match else ("", " ")
+        same = a == b or (a, b) in self.synonyms
+        text = (
+            "They differ in wording only."
+            if self.mode == "no_verdict"
+            else (f"Comparing the two.\n{'[[YES]]' if same else '[[NO]]'}")
+        )
+        completion = {
+            "id": f"chatcmpl-{count}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "verifier"),
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+        return 200, "application/json", json.dumps(completion)
+
+    def enter(self) -> None:
+        with self.lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self._in_flight -= 1
+
+
+def _handler(script: ScriptedVerifier) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            length = int(self.headers.get("Content-Length", 0))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            script.auth_headers.append(self.headers.get("Authorization"))
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._send(404, "application/json", json.dumps({"error": {"message": "not found"}}))
+                return
+            script.enter()
+            try:
+                if script.delay_s:
+                    time.sleep(script.delay_s)
+                status, content_type, payload = script.reply(body)
+            finally:
+                script.leave()
+            self._send(status, content_type, payload)
+
+        def _send(self, status: int, content_type: str, payload: str) -> None:
+            data = payload.encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout tests)
+
+    return Handler
+
+
+@contextmanager
+def serve_verifier() -> Iterator[tuple[str, ScriptedVerifier]]:
+    """Yields (base URL ending in /v1, script) for a server on a free loopback port."""
+    script = ScriptedVerifier()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", script
+    finally:
+        server.shutdown()
+        server.server_close()
