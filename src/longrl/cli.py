@@ -1,0 +1,91 @@
+"""Command-line plumbing shared by longrl's CLIs: step configs become commands, errors become messages.
+
+A step's config class is its command: every field is a flag (with the field's description as
+help), and ``--config FILE`` reads the same fields from YAML or JSON, flags winning over it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic_settings import CliApp, CliSettingsSource
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class UsageError(ValueError):
+    """A command was called wrongly; the message says how to call it right."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Options from a YAML or JSON file; keys may be spelt with - or _."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(
+            f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values")
+    return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+
+
+class ConfigFileOption(BaseModel):
+    """Adds ``--config FILE`` to a command; values given as flags override the file's."""
+
+    config: Path | None = Field(None, description="YAML or JSON file of options; flags override its values")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_config_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("config"):
+            return {**read_config_file(data["config"]), **data}
+        return data
+
+    def step_config(self, config_type: type[ConfigT]) -> ConfigT:
+        """The step's own config, without the command-line-only fields."""
+        return config_type.model_validate(self.model_dump(exclude={"config"}))
+
+
+def _explain(error: ValidationError, app: type[BaseModel]) -> str:
+    lines = []
+    for item in error.errors():
+        loc = list(item["loc"])
+        if len(loc) > 1 and loc[0] in app.model_fields:  # drop the subcommand's name
+            loc = loc[1:]
+        where = ".".join(str(part) for part in loc) or "options"
+        lines.append(f"  --{where.replace('_', '-')}: {item['msg'].removeprefix('Value error, ')}")
+    return "invalid options:\n" + "\n".join(lines)
+
+
+def run_cli(
+    app: type[BaseModel],
+    prog: str,
+    argv: list[str] | None = None,
+    known_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Runs a pydantic-settings CLI app; bad options and known failures print a message, not a traceback."""
+    source = CliSettingsSource(app, cli_prog_name=prog, cli_kebab_case=True, cli_implicit_flags=True)
+    try:
+        CliApp.run(app, cli_args=sys.argv[1:] if argv is None else argv, cli_settings_source=source)
+    except ValidationError as exc:
+        print(f"error: {_explain(exc, app)}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except known_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

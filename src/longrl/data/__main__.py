@@ -1,0 +1,5 @@
+import sys
+
+from longrl.data.cli import main
+
+sys.exit(main())

@@ -1,0 +1,46 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from longrl.tiny_model import TinyModelConfig
+
+
+def test_head_dim_below_32_is_refused() -> None:
+    with pytest.raises(ValueError, match="head_dim = 16"):
+        TinyModelConfig(output_dir="x", hidden_size=64, num_attention_heads=4)
+
+
+def test_tokenizer_has_reasoning_tokens_and_chat_template(tiny_tokenizer) -> None:
+    prompt = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    for token in ("<think>", "</think>", "<|im_end|>", "<|im_start|>"):
+        assert len(tiny_tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
+    ids = tiny_tokenizer("<think>x</think>\n\nTherefore, the answer is 4.<|im_end|>")["input_ids"]
+    assert (
+        tiny_tokenizer.decode(ids, skip_special_tokens=True)
+        == "<think>x</think>\n\nTherefore, the answer is 4."
+    )
+    assert tiny_tokenizer.eos_token == "<|im_end|>"
+    assert tiny_tokenizer.is_fast
+
+
+def test_model_is_qwen2_and_generates(tiny_model_dir, tiny_tokenizer) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.model_type == "qwen2"
+    assert model.config.hidden_size // model.config.num_attention_heads >= 32
+    assert model.config.vocab_size == len(tiny_tokenizer)
+    inputs = tiny_tokenizer("<|im_start|>user\nHi<|im_end|>\n", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_same_seed_same_weights(tmp_path, tiny_model_dir) -> None:
+    from longrl.tiny_model import build_tiny_model
+
+    again = build_tiny_model(TinyModelConfig(output_dir=str(tmp_path / "again")))
+    first = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    second = AutoModelForCausalLM.from_pretrained(again).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
