@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -69,7 +70,7 @@ class PrepareConfig(BaseModel):
     @field_validator("phase_max_tokens")
     @classmethod
     def _ascending(cls, bounds: list[int]) -> list[int]:
-        if any(b <= 0 for b in bounds) or any(b >= c for b, c in zip(bounds, bounds[1:])):
+        if any(b <= 0 for b in bounds) or any(b >= c for b, c in itertools.pairwise(bounds)):
             raise ValueError(f"must be positive and strictly ascending, got {bounds}")
         return bounds
 

@@ -194,7 +194,7 @@ def assemble_document(
         slots[rng.randrange(len(slots))].append(paragraph)
         used += count_tokens(paragraph) + 1
     parts = [title]
-    for slot, block in zip(slots, [*blocks, None]):
+    for slot, block in zip(slots, [*blocks, None], strict=True):
         parts.extend(slot)
         if block is not None:
             parts.append(block)
@@ -416,7 +416,7 @@ def make_choice(rng: random.Random, target: int, distractors: int, count: TokenC
     values = [rng.choice(rule[3]) for rule in rules]
     blocks = [
         f"Section {i}. {title}\n\n{text.format(v=value)}"
-        for i, ((title, text, _, _), value) in enumerate(zip(rules, values), start=1)
+        for i, ((title, text, _, _), value) in enumerate(zip(rules, values, strict=True), start=1)
     ]
     target_index = rng.randrange(len(rules))
     title, text, what, options_pool = rules[target_index]
@@ -477,7 +477,7 @@ def make_multihop(
         facts.append(f"{chain['company']} was founded in {chain['year']} by {chain['founder']}.")
         facts.append(f"{chain['founder']} was born in {chain['city']}.")
         facts.append(f"{chain['city']} is a city in {chain['country']}.")
-    for chain, other in zip(chains, chains[1:] + chains[:1]):
+    for chain, other in zip(chains, chains[1:] + chains[:1], strict=True):
         if other is not chain:  # near misses: true facts that answer a different question
             facts.append(f"{chain['founder']} later moved to {other['city']}.")
             facts.append(f"{chain['company']} opened an office in {other['city']}.")
@@ -503,7 +503,7 @@ def make_multihop(
         steps = [
             f"First, the founder of {company}: {founder}.",
             f'Then: "{founder} was born in {city}."',
-            f"Moving to another city later does not change the birthplace.",
+            "Moving to another city later does not change the birthplace.",
         ]
         source = "musique_synthetic"
     else:
