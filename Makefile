@@ -32,8 +32,12 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 	$(PY) -m longrl.doctor
 	@touch $@
 
-run: install ## run the whole pipeline locally on embedded defaults (tiny model, generated data)
-	$(PY) -m longrl.local_run --run-dir $(RUN_DIR)
+run: install ## run the pipeline locally on embedded defaults (tiny model, generated data)
+	$(PY) -m longrl.data tiny-model --output-dir $(RUN_DIR)/base-model
+	$(PY) -m longrl.data generate --output $(RUN_DIR)/data/qa.jsonl --num-records 256 \
+		--doc-tokens-min 200 --doc-tokens-max 1500 --tokenizer $(RUN_DIR)/base-model
+	$(PY) -m longrl.data prepare --inputs $(RUN_DIR)/data/qa.jsonl --output-dir $(RUN_DIR)/prepared \
+		--tokenizer $(RUN_DIR)/base-model --phase-max-tokens '[800,1600]' --validation-fraction 0.1
 
 test: install ## run the whole test suite (CPU only; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
