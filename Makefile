@@ -14,8 +14,16 @@ STAMP := $(VENV)/.installed
 # Where `make run` keeps everything it makes (data, models, MLflow store, reports).
 RUN_DIR ?= build/local
 PYTEST_ARGS ?=
+# Cluster side: the compiled pipeline, the kustomize overlay, image names.
+PACKAGE ?= build/longrl_pipeline.yaml
+OVERLAY ?= local
+REGISTRY ?= ghcr.io/longrl
+VERSION ?= 0.1.0
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+KFP_ARGS ?=
 
-.PHONY: help install run test test-fast lint lock clean
+.PHONY: help install run test test-fast learning-check compile submit-pipeline upload-pipeline \
+	schedule-pipeline templates deploy deploy-kuberay images lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,18 +40,48 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 	$(PY) -m longrl.doctor
 	@touch $@
 
-run: install ## run the pipeline locally on embedded defaults (tiny model, generated data)
-	$(PY) -m longrl.data tiny-model --output-dir $(RUN_DIR)/base-model
-	$(PY) -m longrl.data generate --output $(RUN_DIR)/data/qa.jsonl --num-records 256 \
-		--doc-tokens-min 200 --doc-tokens-max 1500 --tokenizer $(RUN_DIR)/base-model
-	$(PY) -m longrl.data prepare --inputs $(RUN_DIR)/data/qa.jsonl --output-dir $(RUN_DIR)/prepared \
-		--tokenizer $(RUN_DIR)/base-model --phase-max-tokens '[800,1600]' --validation-fraction 0.1
+run: install ## run the whole pipeline locally (kfp.local, tiny model, generated data, local MLflow)
+	$(PY) -m pipelines.cli run-local --work-dir $(RUN_DIR)
 
 test: install ## run the whole test suite (CPU only; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## run the tests that need no model, server or training loop
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+learning-check: install ## SFT + two RL phases on the tiny model; reports whether reward and accuracy rose
+	$(PY) -m longrl.train.learning_check --work-dir build/learning-check --seed $${SEED:-0}
+
+compile: install ## write the pipeline IR YAML to build/longrl_pipeline.yaml
+	$(PY) -m pipelines.cli compile --output $(PACKAGE)
+
+submit-pipeline: compile ## start a run on Kubeflow ($KFP_HOST, $KFP_NAMESPACE, $KFP_TOKEN; KFP_ARGS="--param preset=tiny")
+	$(PY) -m pipelines.cli submit --package $(PACKAGE) $(KFP_ARGS)
+
+upload-pipeline: compile ## upload the pipeline (or a new version) so the Kubeflow UI can retrain from it
+	$(PY) -m pipelines.cli upload --package $(PACKAGE) $(KFP_ARGS)
+
+schedule-pipeline: compile ## create a recurring run: make schedule-pipeline CRON='0 0 3 * * 1'
+	$(PY) -m pipelines.cli schedule --package $(PACKAGE) --cron '$(CRON)' $(KFP_ARGS)
+
+templates: install ## regenerate manifests/base/templates from the code
+	$(PY) -m pipelines.cli templates
+
+deploy: ## apply MinIO, MLflow, RBAC and the kfp-launcher config (OVERLAY=local|production)
+	@for f in s3 postgres verifier; do test -f manifests/base/secrets/$$f.env || { \
+		echo "missing manifests/base/secrets/$$f.env: copy $$f.env.example and fill it in"; exit 1; }; done
+	kubectl apply -k manifests/overlays/$(OVERLAY)
+
+deploy-kuberay: ## install the KubeRay operator 1.7 with Helm
+	helm repo add kuberay https://ray-project.github.io/kuberay-helm/
+	helm upgrade --install kuberay-operator kuberay/kuberay-operator --version 1.7.0 \
+		--namespace kuberay-system --create-namespace
+
+images: ## build the trainer, verifier and pipeline images (needs a Docker engine)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine"; exit 1; }
+	docker build -f images/trainer/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/trainer:$(VERSION) .
+	docker build -f images/verifier/Dockerfile -t $(REGISTRY)/verifier:$(VERSION) .
+	docker build -f images/pipeline/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/pipeline:$(VERSION) .
 
 lint: install ## ruff over the code
 	$(PY) -m ruff check src components pipelines tests

@@ -7,6 +7,7 @@ help), and ``--config FILE`` reads the same fields from YAML or JSON, flags winn
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +23,28 @@ class UsageError(ValueError):
     """A command was called wrongly; the message says how to call it right."""
 
 
+def merge_options(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``; nested sections (dicts) are merged key by key."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_options(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Options from a YAML or JSON file; keys may be spelt with - or _."""
+    """Options from a YAML or JSON file, or JSON in an environment variable (``env:NAME``)."""
+    if str(path).startswith("env:"):
+        name = str(path)[4:]
+        if name not in os.environ:
+            raise UsageError(f"--config {path}: environment variable {name} is not set")
+        try:
+            loaded = json.loads(os.environ[name])
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--config {path}: not valid JSON: {exc}") from exc
+        return _normalise_keys(loaded, str(path))
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--config {path}: no such file")
@@ -34,11 +55,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
         ) from exc
+    return _normalise_keys(loaded, str(path))
+
+
+def _normalise_keys(loaded: Any, source: str) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option names to values")
-    return {str(key).replace("-", "_"): value for key, value in loaded.items()}
+        raise UsageError(f"--config {source}: expected a mapping of option names to values")
+    return {
+        str(key).replace("-", "_"): _normalise_keys(value, source) if isinstance(value, dict) else value
+        for key, value in loaded.items()
+    }
 
 
 class ConfigFileOption(BaseModel):
@@ -46,16 +74,22 @@ class ConfigFileOption(BaseModel):
 
     config: Path | None = Field(None, description="YAML or JSON file of options; flags override its values")
 
+    @classmethod
+    def option_defaults(cls, flags: dict[str, Any]) -> dict[str, Any]:
+        """Values beneath the config file's (a preset, say); none by default."""
+        return {}
+
     @model_validator(mode="before")
     @classmethod
     def _merge_config_file(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("config"):
-            return {**read_config_file(data["config"]), **data}
-        return data
+        if not isinstance(data, dict):
+            return data
+        from_file = read_config_file(data["config"]) if data.get("config") else {}
+        return merge_options(merge_options(cls.option_defaults(data), from_file), data)
 
     def step_config(self, config_type: type[ConfigT]) -> ConfigT:
         """The step's own config, without the command-line-only fields."""
-        return config_type.model_validate(self.model_dump(exclude={"config"}))
+        return config_type.model_validate(self.model_dump(exclude={"config", "preset"}))
 
 
 def _explain(error: ValidationError, app: type[BaseModel]) -> str:

@@ -63,7 +63,8 @@ class Row:
         return f"{self.path}:{unit} {self.row}"
 
 
-def _raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+def raw_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """(row number, parsed row or why it could not be parsed) for each row of a JSONL or parquet file."""
     name = str(path)
     if name.endswith(JSONL_SUFFIXES):
         with path.open(encoding="utf-8", errors="strict") as handle:
@@ -107,7 +108,7 @@ def read_rows(path: str | Path, sft: bool = False) -> Iterator[Row | RowError]:
         raise DataError(f"{path}: no such file")
     record_type = SFTRecord if sft else QARecord
     try:
-        for number, raw in _raw_rows(path):
+        for number, raw in raw_rows(path):
             if isinstance(raw, RowError):
                 yield raw
                 continue

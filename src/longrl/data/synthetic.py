@@ -496,7 +496,7 @@ def make_multihop(
         source = "multihoprag_synthetic"
     elif hops == 1:
         question, answer = f"Who founded {company}?", founder
-        steps = [f'The document says: "{company} was founded in {target_chain["year"]} by {founder}."']
+        steps = [f"The founder of {company} is {founder}."]
         source = "musique_synthetic"
     elif hops == 2:
         question, answer = f"In which city was the founder of {company} born?", city

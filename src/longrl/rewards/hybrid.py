@@ -108,11 +108,13 @@ class HybridReward:
 
 
 def batch_metrics(breakdowns: Sequence[RewardBreakdown]) -> dict[str, float]:
-    """Means over a batch: rule, hybrid, how often the judge was asked, rescued an answer, or failed."""
+    """Means over a batch: rule, hybrid, accuracy (hybrid = 1), how often the judge was asked, rescued
+    an answer, or failed."""
     n = max(len(breakdowns), 1)
     return {
         "reward/rule": sum(b.rule for b in breakdowns) / n,
         "reward/hybrid": sum(b.hybrid for b in breakdowns) / n,
+        "reward/accuracy": sum(b.hybrid >= 1.0 for b in breakdowns) / n,
         "reward/answered": sum(b.prediction is not None for b in breakdowns) / n,
         "reward/judge_asked": sum(b.judge is not None or b.judge_failed for b in breakdowns) / n,
         "reward/judge_rescued": sum(b.hybrid > b.rule for b in breakdowns) / n,

@@ -1,0 +1,19 @@
+"""KFP components: thin typed wrappers over ``longrl.steps`` (all logic lives in the library)."""
+
+from components.data import prepare_data
+from components.evaluation import evaluate_model
+from components.registry import register_model
+from components.tracking import finish_pipeline, open_tracking
+from components.training import train_rl_phase, train_sft
+from components.verifier import start_verifier
+
+__all__ = [
+    "evaluate_model",
+    "finish_pipeline",
+    "open_tracking",
+    "prepare_data",
+    "register_model",
+    "start_verifier",
+    "train_rl_phase",
+    "train_sft",
+]

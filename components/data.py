@@ -1,0 +1,40 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from components.image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def prepare_data(
+    inputs: list,
+    tokenizer_model: str,
+    sft: bool,
+    phase_max_tokens: list,
+    validation_fraction: float,
+    on_bad_row: str,
+    tracking_uri: str,
+    parent_run_id: str,
+    name: str,
+    data: Output[Dataset],
+    stats: Output[Metrics],
+):
+    """Validates, de-duplicates and tokenises QA/SFT files into per-phase datasets."""
+    from longrl.steps import artifact_location, log_dataset_lineage, prepare_step
+
+    result = prepare_step(
+        inputs,
+        tokenizer_model,
+        artifact_location(data.uri, data.path),
+        sft,
+        phase_max_tokens,
+        validation_fraction,
+        on_bad_row,
+    )
+    data.metadata.update({"dataset_hash": result["dataset_hash"], "rows_used": result["rows_used"]})
+    stats.log_metric("rows_read", result["rows_read"])
+    stats.log_metric("rows_used", result["rows_used"])
+    for reason, count in result["rejected"].items():
+        stats.log_metric(f"rejected_{reason}", count)
+    for phase in result["phases"]:
+        stats.log_metric(f"phase{phase['phase']}_train_rows", phase["train_rows"])
+    log_dataset_lineage(tracking_uri, parent_run_id, name, result)

@@ -1,0 +1,50 @@
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components.image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def evaluate_model(
+    trained: Input[Model],
+    benchmarks: dict,
+    overrides: dict,
+    verifier_endpoint: str,
+    judge_max_tokens: int,
+    tracking_uri: str,
+    experiment: str,
+    registered_model_name: str,
+    parent_run_id: str,
+    kfp_run_id: str,
+    evaluation: Output[Dataset],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    chart: Output[HTML],
+):
+    """Scores the model on the long-document QA benchmarks and compares it with the current champion."""
+    import base64
+    from pathlib import Path
+
+    from longrl import storage
+    from longrl.registry import RegistryConfig
+    from longrl.steps import artifact_location, evaluate_step, step_tracking
+
+    output = artifact_location(evaluation.uri, evaluation.path)
+    summary = evaluate_step(
+        artifact_location(trained.uri, trained.path),
+        output,
+        benchmarks,
+        overrides,
+        verifier_endpoint,
+        judge_max_tokens,
+        RegistryConfig(tracking_uri=tracking_uri, registered_model_name=registered_model_name),
+        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "evaluation"),
+    )
+    metrics.log_metric("average", summary["average"])
+    for name, values in summary["benchmarks"].items():
+        metrics.log_metric(f"{name}_score", values["score"])
+    Path(report.path).write_text(storage.read_text(storage.join(output, "comparison.md")))
+    png = storage.localize(storage.join(output, "comparison.png")).read_bytes()
+    Path(chart.path).write_text(
+        f'<html><body><img alt="comparison" src="data:image/png;base64,{base64.b64encode(png).decode()}"/></body></html>'
+    )

@@ -1,0 +1,38 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model
+
+from components.image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def register_model(
+    trained: Input[Model],
+    evaluation: Input[Dataset],
+    tracking_uri: str,
+    experiment: str,
+    registered_model_name: str,
+    promotion_margin: float,
+    auto_promote: bool,
+    parent_run_id: str,
+    kfp_run_id: str,
+) -> str:
+    """Registers the model (alias challenger) and promotes it to champion if its evaluation passes the gate."""
+    import json
+
+    from longrl.registry import RegistryConfig
+    from longrl.steps import artifact_location, register_step, step_tracking
+
+    outcome = register_step(
+        artifact_location(trained.uri, trained.path),
+        artifact_location(evaluation.uri, evaluation.path),
+        RegistryConfig(
+            tracking_uri=tracking_uri,
+            registered_model_name=registered_model_name,
+            promotion_margin=promotion_margin,
+            auto_promote=auto_promote,
+        ),
+        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "registration"),
+        kfp_run_id,
+    )
+    print(json.dumps(outcome, indent=2))
+    return json.dumps(outcome)

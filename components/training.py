@@ -1,0 +1,99 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.image import PIPELINE_IMAGE
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def train_sft(
+    base_model: str,
+    data: Input[Dataset],
+    preset: str,
+    overrides: dict,
+    launcher: str,
+    namespace: str,
+    trainer_image: str,
+    ray_workers: int,
+    gpus_per_worker: int,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    kfp_run_id: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Warm-up SFT as a Ray job (local Ray or a KubeRay RayJob)."""
+    from longrl.steps import Placement, artifact_location, sft_step, step_tracking
+
+    result = sft_step(
+        base_model,
+        artifact_location(data.uri, data.path),
+        artifact_location(model.uri, model.path),
+        preset,
+        overrides,
+        Placement(
+            launcher=launcher,
+            namespace=namespace,
+            image=trainer_image,
+            workers=ray_workers,
+            gpus_per_worker=gpus_per_worker,
+        ),
+        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "sft"),
+        kfp_run_id,
+    )
+    model.metadata["global_step"] = result["global_step"]
+    for key, value in result.get("validation", {}).items():
+        metrics.log_metric(key.replace("/", "_"), value)
+
+
+@dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
+def train_rl_phase(
+    start: Input[Model],
+    data: Input[Dataset],
+    phase: int,
+    preset: str,
+    overrides: dict,
+    algorithm: str,
+    reward: str,
+    verifier_endpoint: str,
+    judge_max_tokens: int,
+    launcher: str,
+    namespace: str,
+    trainer_image: str,
+    ray_workers: int,
+    gpus_per_worker: int,
+    tracking_uri: str,
+    experiment: str,
+    parent_run_id: str,
+    kfp_run_id: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """One curriculum RL phase (GRPO/DAPO, hybrid reward, retrospective sampling) as a Ray job."""
+    from longrl.steps import Placement, artifact_location, rl_step, step_tracking
+
+    result = rl_step(
+        artifact_location(start.uri, start.path),
+        artifact_location(data.uri, data.path),
+        phase,
+        artifact_location(model.uri, model.path),
+        preset,
+        overrides,
+        algorithm,
+        reward,
+        verifier_endpoint,
+        judge_max_tokens,
+        Placement(
+            launcher=launcher,
+            namespace=namespace,
+            image=trainer_image,
+            workers=ray_workers,
+            gpus_per_worker=gpus_per_worker,
+        ),
+        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, f"rl-phase{phase}"),
+        kfp_run_id,
+    )
+    model.metadata.update({"phase": phase, "global_step": result["global_step"]})
+    for key, value in result.get("validation", {}).items():
+        metrics.log_metric(key.replace("/", "_"), value)
+    metrics.log_metric("retrospective_drawn", result["curriculum"]["retrospective_drawn"])

@@ -1,0 +1,180 @@
+"""``make run``: the whole DAG on this machine with ``kfp.local``, on embedded defaults.
+
+Everything is made here first: the tiny Qwen2 model (base model and verifier), generated SFT,
+RL and benchmark files, an MLflow store (SQLite + local artifacts). Then the very pipeline a
+cluster runs is executed by ``kfp.local``'s subprocess runner, training through the local
+launcher (a local Ray) and the verifier as a local ``vllm serve`` process.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from longrl.data.synthetic import GenerateConfig, generate, generate_records
+from longrl.evaluation.benchmarks import write_benchmark_file
+from longrl.tiny_model import TinyModelConfig, build_tiny_model
+
+# CPU-sized overrides on top of the 'tiny' preset: minutes, not hours.
+LOCAL_SFT = {
+    "max_steps": 120,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 2e-3,
+    "save_steps": 40,
+    "validation_max_examples": 24,
+}
+LOCAL_RL = {
+    "max_steps": 8,
+    "save_steps": 4,
+    "train_batch_prompts": 4,
+    "generation_batch_prompts": 4,
+    "validation_max_examples": 24,
+    "max_completion_length": 64,
+    "overlong_buffer": 16,
+}
+LOCAL_EVAL = {
+    "max_input_tokens": 512,
+    "max_examples": 12,
+    "generation": {"max_new_tokens": 64, "samples": 1, "dtype": "float32"},
+}
+PHASE_MAX_TOKENS = [256, 640]
+
+
+def prepare_inputs(work: Path) -> dict[str, Any]:
+    """The tiny model and generated data a local run trains and evaluates on."""
+    model = work / "base-model"
+    if not (model / "config.json").is_file():
+        build_tiny_model(
+            TinyModelConfig(
+                output_dir=str(model),
+                hidden_size=128,
+                num_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=1,
+                intermediate_size=512,
+            )
+        )
+    data = work / "data"
+    task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 500}
+    if not (data / "sft.jsonl").is_file():
+        generate(GenerateConfig(output=str(data / "sft.jsonl"), num_records=960, sft=True, seed=1, **task))
+        generate(GenerateConfig(output=str(data / "rl.jsonl"), num_records=400, seed=2, **task))
+    benchmarks = {}
+    for name, kind in (("hotpotqa", "multihop"), ("musique", "multihop"), ("docmath", "docmath")):
+        path = data / "eval" / f"{name}.jsonl"
+        if not path.is_file():
+            records = generate_records(
+                GenerateConfig(
+                    output="-",
+                    num_records=24,
+                    kinds=[kind],
+                    doc_tokens_min=64,
+                    doc_tokens_max=400,
+                    seed=10 + len(benchmarks),
+                )
+            )
+            write_benchmark_file(name, list(records), path)
+        benchmarks[name] = str(path)
+    return {
+        "base_model": str(model),
+        "sft_data": [str(data / "sft.jsonl")],
+        "rl_data": [str(data / "rl.jsonl")],
+        "eval_benchmarks": benchmarks,
+    }
+
+
+def local_arguments(work: Path, inputs: dict[str, Any]) -> dict[str, Any]:
+    tracking = f"sqlite:///{(work / 'mlflow.db').resolve()}"
+    return {
+        **inputs,
+        "phase_max_tokens": PHASE_MAX_TOKENS,
+        "sft_max_tokens": PHASE_MAX_TOKENS[-1],
+        "validation_fraction": 0.1,
+        "preset": "tiny",
+        "sft_overrides": LOCAL_SFT,
+        "rl_overrides": LOCAL_RL,
+        "eval_overrides": LOCAL_EVAL,
+        "reward": "hybrid",
+        "verifier_mode": "local",
+        "verifier_model": inputs["base_model"],
+        "verifier_max_model_len": 2048,
+        "judge_max_tokens": 24,
+        "launcher": "local",
+        "mlflow_tracking_uri": tracking,
+        "mlflow_experiment": "longrl-local",
+        "registered_model_name": "longrl-local",
+    }
+
+
+def prepare_tracking(work: Path, tracking_uri: str, experiment: str) -> None:
+    """MLflow's experiment with its artifacts under the run directory (not wherever a step runs)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=(work / "mlartifacts").resolve().as_uri())
+
+
+def run(work_dir: str) -> dict[str, Any]:
+    from kfp import local
+
+    from pipelines.longrl_pipeline import longrl_pipeline
+
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["LONGRL_CACHE_DIR"] = str(work / "cache")
+    os.environ["LONGRL_WATCH_PID"] = str(os.getpid())  # the local verifier stops if this process dies
+    started = time.monotonic()
+    arguments = local_arguments(work, prepare_inputs(work))
+    prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"), raise_on_error=True
+    )
+    longrl_pipeline(**arguments)
+    return {"work_dir": str(work), "arguments": arguments, "seconds": round(time.monotonic() - started, 1)}
+
+
+def summary(outcome: dict[str, Any]) -> str:
+    """Where to look after a local run: MLflow, the registered version, the evaluation table."""
+    from longrl.registry import RegistryConfig, status
+
+    arguments = outcome["arguments"]
+    work = Path(outcome["work_dir"])
+    registry = status(
+        RegistryConfig(
+            tracking_uri=arguments["mlflow_tracking_uri"],
+            registered_model_name=arguments["registered_model_name"],
+        )
+    )
+    tables = sorted(work.glob("kfp/**/evaluation/comparison.md"), key=lambda p: p.stat().st_mtime)
+    latest = registry["versions"][-1] if registry["versions"] else None
+    lines = [
+        f"longrl local run finished in {outcome['seconds']} s; everything is under {work}",
+        "",
+        f"MLflow UI:        .venv/bin/mlflow ui --backend-store-uri {arguments['mlflow_tracking_uri']} --port 5000",
+        f"Registered model: {registry['name']} version {latest['version'] if latest else '-'} "
+        f"(aliases: {json.dumps(registry['aliases'])})",
+        f"Evaluation table: {tables[-1] if tables else '-'}",
+    ]
+    if tables:
+        lines += ["", tables[-1].read_text()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.cli run-local", description=__doc__)
+    parser.add_argument("--work-dir", default="build/local")
+    args = parser.parse_args(argv)
+    outcome = run(args.work_dir)
+    print(summary(outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

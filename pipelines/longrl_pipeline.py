@@ -1,0 +1,233 @@
+"""The longrl DAG: data prep -> SFT -> RL phase 1..K -> evaluation -> registration.
+
+The verifier is started before RL and stopped by the exit handler, which also closes the
+pipeline's MLflow run, whether the steps before it succeeded or not. Parameter defaults are the
+step configs' defaults (one definition); their descriptions become the Kubeflow UI form.
+"""
+
+import os
+
+from components import (
+    evaluate_model,
+    finish_pipeline,
+    open_tracking,
+    prepare_data,
+    register_model,
+    start_verifier,
+    train_rl_phase,
+    train_sft,
+)
+from kfp import dsl
+
+from longrl.data.prepare import PrepareConfig
+from longrl.launchers.kuberay import KubeRayConfig
+from longrl.registry import RegistryConfig
+from longrl.rewards.judge import JudgeConfig
+from longrl.serving import ClusterVerifierConfig, VerifierConfig
+from longrl.steps import Placement
+from longrl.train.config import RLStepConfig
+
+# The number of RL phases is the DAG's shape, so it is fixed when compiling.
+RL_PHASES = int(os.environ.get("LONGRL_RL_PHASES", "2"))
+
+
+def default(config_type, field: str):
+    return config_type.model_fields[field].default
+
+
+PARAMETERS = {
+    "base_model": "Checkpoint to train (Hugging Face directory as an s3:// URI, or a hub name)",
+    "sft_data": "SFT files (JSONL/parquet, s3:// URIs): question, document, answer and reasoning response",
+    "rl_data": "RL files in DocQA-RL-1.6K's layout (JSONL/parquet, s3:// URIs)",
+    "eval_benchmarks": "Benchmark name -> file URI (docmath, frames, 2wikimqa, hotpotqa, musique, narrativeqa, qasper)",
+    "phase_max_tokens": f"Upper prompt-length bound of each of the {RL_PHASES} RL phases, in tokens",
+    "sft_max_tokens": "Longest SFT prompt kept, in tokens",
+    "validation_fraction": str(PrepareConfig.model_fields["validation_fraction"].description),
+    "on_bad_row": str(PrepareConfig.model_fields["on_bad_row"].description),
+    "preset": "Recipe values to start from: 'paper' (full size) or 'tiny' (CPU)",
+    "sft_overrides": 'SFT config fields to change, e.g. {"learning_rate": 1e-5} (see longrl.train.config.SFTStepConfig)',
+    "rl_overrides": 'RL config fields to change, e.g. {"num_generations": 16} (see RLStepConfig)',
+    "eval_overrides": 'Evaluation config fields to change, e.g. {"max_examples": 200} (see EvalConfig)',
+    "algorithm": str(RLStepConfig.model_fields["algorithm"].description),
+    "reward": str(RLStepConfig.model_fields["reward"].description),
+    "verifier_mode": "Where the judge is served: kubernetes (Deployment), local (a process), none (rule reward only)",
+    "verifier_model": "Judge model served by vLLM (hub name or s3:// URI)",
+    "verifier_max_model_len": str(VerifierConfig.model_fields["max_model_len"].description),
+    "verifier_gpus": "GPUs of the judge's server",
+    "verifier_image": str(ClusterVerifierConfig.model_fields["image"].description),
+    "judge_max_tokens": str(JudgeConfig.model_fields["max_tokens"].description),
+    "launcher": "Where training runs: kuberay (a RayJob per step) or local (Ray inside the step's pod)",
+    "namespace": "Namespace of RayJobs and the verifier",
+    "trainer_image": str(KubeRayConfig.model_fields["image"].description),
+    "ray_workers": "Ray worker pods per training step",
+    "gpus_per_worker": "GPUs per Ray worker pod",
+    "mlflow_tracking_uri": "MLflow tracking server",
+    "mlflow_experiment": "MLflow experiment of this pipeline's runs",
+    "registered_model_name": str(RegistryConfig.model_fields["registered_model_name"].description),
+    "promotion_margin": str(RegistryConfig.model_fields["promotion_margin"].description),
+    "auto_promote": str(RegistryConfig.model_fields["auto_promote"].description),
+}
+
+
+def _docstring() -> str:
+    lines = [
+        "QwenLong-L1: warm-up SFT, curriculum RL with retrospective sampling and a hybrid reward, evaluation,",
+        "registration in MLflow with a gated champion alias.",
+        "",
+        "Args:",
+    ]
+    lines += [f"    {name}: {text}." for name, text in PARAMETERS.items()]
+    return "\n".join(lines)
+
+
+def longrl_pipeline(
+    base_model: str = "s3://longrl/models/base",
+    sft_data: list = ["s3://longrl/data/sft.parquet"],
+    rl_data: list = ["s3://longrl/data/docqa-rl.parquet"],
+    eval_benchmarks: dict = {"hotpotqa": "s3://longrl/data/eval/hotpotqa.jsonl"},
+    phase_max_tokens: list = default(PrepareConfig, "phase_max_tokens"),
+    sft_max_tokens: int = default(PrepareConfig, "phase_max_tokens")[0],
+    validation_fraction: float = default(PrepareConfig, "validation_fraction"),
+    on_bad_row: str = default(PrepareConfig, "on_bad_row"),
+    preset: str = "paper",
+    sft_overrides: dict = {},
+    rl_overrides: dict = {},
+    eval_overrides: dict = {},
+    algorithm: str = default(RLStepConfig, "algorithm"),
+    reward: str = default(RLStepConfig, "reward"),
+    verifier_mode: str = "kubernetes",
+    verifier_model: str = "Qwen/Qwen2.5-1.5B-Instruct",
+    verifier_max_model_len: int = default(VerifierConfig, "max_model_len"),
+    verifier_gpus: int = default(ClusterVerifierConfig, "gpus"),
+    verifier_image: str = default(ClusterVerifierConfig, "image"),
+    judge_max_tokens: int = default(JudgeConfig, "max_tokens"),
+    launcher: str = "kuberay",
+    namespace: str = default(KubeRayConfig, "namespace"),
+    trainer_image: str = default(KubeRayConfig, "image"),
+    ray_workers: int = default(Placement, "workers"),
+    gpus_per_worker: int = 8,
+    mlflow_tracking_uri: str = "http://mlflow.longrl.svc.cluster.local:5000",
+    mlflow_experiment: str = "longrl",
+    registered_model_name: str = default(RegistryConfig, "registered_model_name"),
+    promotion_margin: float = default(RegistryConfig, "promotion_margin"),
+    auto_promote: bool = default(RegistryConfig, "auto_promote"),
+):
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    # The exit task may depend on no other task: it finds the MLflow run by the KFP run id.
+    finish = finish_pipeline(
+        tracking_uri=mlflow_tracking_uri,
+        experiment=mlflow_experiment,
+        verifier_mode=verifier_mode,
+        kfp_run_id=run_id,
+        namespace=namespace,
+    ).set_display_name("stop verifier, close run")
+    with dsl.ExitHandler(finish, name="longrl"):
+        tracking = open_tracking(
+            tracking_uri=mlflow_tracking_uri,
+            experiment=mlflow_experiment,
+            kfp_run_id=run_id,
+            parameters={
+                "preset": preset,
+                "algorithm": algorithm,
+                "reward": reward,
+                "base_model": base_model,
+                "phase_max_tokens": phase_max_tokens,
+                "sft_overrides": sft_overrides,
+                "rl_overrides": rl_overrides,
+                "verifier_model": verifier_model,
+                "launcher": launcher,
+            },
+        ).set_display_name("open MLflow run")
+        parent = tracking.output
+        placement = {
+            "launcher": launcher,
+            "namespace": namespace,
+            "trainer_image": trainer_image,
+            "ray_workers": ray_workers,
+            "gpus_per_worker": gpus_per_worker,
+        }
+        tracked = {
+            "tracking_uri": mlflow_tracking_uri,
+            "experiment": mlflow_experiment,
+            "parent_run_id": parent,
+            "kfp_run_id": run_id,
+        }
+        sft_data_task = prepare_data(
+            inputs=sft_data,
+            tokenizer_model=base_model,
+            sft=True,
+            phase_max_tokens=[sft_max_tokens],
+            validation_fraction=0.0,
+            on_bad_row=on_bad_row,
+            tracking_uri=mlflow_tracking_uri,
+            parent_run_id=parent,
+            name="sft",
+        ).set_display_name("prepare SFT data")
+        rl_data_task = prepare_data(
+            inputs=rl_data,
+            tokenizer_model=base_model,
+            sft=False,
+            phase_max_tokens=phase_max_tokens,
+            validation_fraction=validation_fraction,
+            on_bad_row=on_bad_row,
+            tracking_uri=mlflow_tracking_uri,
+            parent_run_id=parent,
+            name="rl",
+        ).set_display_name("prepare RL data")
+        verifier = start_verifier(
+            mode=verifier_mode,
+            model=verifier_model,
+            kfp_run_id=run_id,
+            max_model_len=verifier_max_model_len,
+            namespace=namespace,
+            image=verifier_image,
+            gpus=verifier_gpus,
+        ).set_display_name("start verifier")
+        verifier.after(rl_data_task)
+        sft = train_sft(
+            base_model=base_model,
+            data=sft_data_task.outputs["data"],
+            preset=preset,
+            overrides=sft_overrides,
+            **placement,
+            **tracked,
+        ).set_display_name("warm-up SFT")
+        latest = sft.outputs["model"]
+        for phase in range(1, RL_PHASES + 1):
+            rl = train_rl_phase(
+                start=latest,
+                data=rl_data_task.outputs["data"],
+                phase=phase,
+                preset=preset,
+                overrides=rl_overrides,
+                algorithm=algorithm,
+                reward=reward,
+                verifier_endpoint=verifier.output,
+                judge_max_tokens=judge_max_tokens,
+                **placement,
+                **tracked,
+            ).set_display_name(f"RL phase {phase}")
+            latest = rl.outputs["model"]
+        evaluation = evaluate_model(
+            trained=latest,
+            benchmarks=eval_benchmarks,
+            overrides=eval_overrides,
+            verifier_endpoint=verifier.output,
+            judge_max_tokens=judge_max_tokens,
+            registered_model_name=registered_model_name,
+            **tracked,
+        ).set_display_name("evaluate")
+        register_model(
+            trained=latest,
+            evaluation=evaluation.outputs["evaluation"],
+            registered_model_name=registered_model_name,
+            promotion_margin=promotion_margin,
+            auto_promote=auto_promote,
+            **tracked,
+        ).set_display_name("register in MLflow")
+
+
+longrl_pipeline.__doc__ = _docstring()
+longrl_pipeline = dsl.pipeline(name="longrl", description="QwenLong-L1 long-context reasoning RL")(
+    longrl_pipeline
+)

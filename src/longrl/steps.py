@@ -1,0 +1,421 @@
+"""What each pipeline component does, as plain functions (the components only unpack KFP types).
+
+Every step builds its typed config from a preset, the user's overrides and the values the
+pipeline wires in, runs it, and returns plain values. Artifact locations are local paths under
+``kfp.local`` and ``s3://`` URIs on a cluster; the library handles both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from longrl import storage
+from longrl.cli import merge_options
+from longrl.curriculum import CURRICULUM_FILE, DIFFICULTY_FILE
+from longrl.data.prepare import PrepareConfig, prepare
+from longrl.evaluation.run import EvalConfig, evaluate
+from longrl.launchers.kuberay import KubeRayConfig, WorkerGroup
+from longrl.registry import RegistryConfig, register_candidate
+from longrl.rewards.judge import JudgeConfig
+from longrl.tracking import TrackingConfig
+from longrl.train.checkpoints import MODEL_DIR
+from longrl.train.config import PRESETS, RLStepConfig, SFTStepConfig, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+Launcher = Literal["local", "kuberay"]
+VerifierMode = Literal["local", "kubernetes", "none"]
+
+
+def artifact_location(uri: str, path: str) -> str:
+    """Where a KFP artifact lives for the library: its s3:// URI on a cluster, its local path otherwise."""
+    if uri.startswith("minio://"):
+        return "s3://" + uri[len("minio://") :]
+    if uri.startswith("s3://"):
+        return uri
+    return path
+
+
+# ----- tracking ------------------------------------------------------------------------------
+
+
+def lineage_tags(kfp_run_id: str) -> dict[str, str]:
+    """Tags that tie MLflow runs to the KFP run, the code and the images."""
+    tags = {"kfp.run_id": kfp_run_id}
+    for env, tag in (
+        ("LONGRL_GIT_COMMIT", "git.commit"),
+        ("LONGRL_PIPELINE_IMAGE", "image.pipeline"),
+        ("LONGRL_TRAINER_IMAGE", "image.trainer"),
+    ):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    if "git.commit" not in tags:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            if commit:
+                tags["git.commit"] = commit
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return tags
+
+
+def _pipeline_runs(client: Any, experiment_id: str, kfp_run_id: str) -> list[Any]:
+    query = f"tags.`kfp.run_id` = '{kfp_run_id}' and tags.`longrl.level` = 'pipeline'"
+    return client.search_runs([experiment_id], query)
+
+
+def open_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, parameters: dict[str, Any]) -> str:
+    """The pipeline run's parent MLflow run (left open; ``close_pipeline_run`` ends it)."""
+    from mlflow import MlflowClient
+
+    from longrl.tracking import flatten
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    existing = _pipeline_runs(client, experiment_id, kfp_run_id)
+    if existing:  # a retried task: keep one parent run per pipeline run
+        return existing[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"pipeline-{kfp_run_id}",
+        tags={**lineage_tags(kfp_run_id), "longrl.level": "pipeline"},
+    )
+    for key, value in flatten(parameters).items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str) -> None:
+    """Ends the pipeline's MLflow run: FINISHED when every step finished, FAILED otherwise."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return
+    for run in _pipeline_runs(client, found.experiment_id, kfp_run_id):
+        if run.info.status != "RUNNING":
+            continue
+        children = client.search_runs(
+            [found.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+        )
+        registered = any(
+            child.info.run_name == "registration" and child.info.status == "FINISHED" for child in children
+        )
+        client.set_terminated(run.info.run_id, status="FINISHED" if registered else "FAILED")
+
+
+def step_tracking(
+    tracking_uri: str, experiment: str, parent_run_id: str, kfp_run_id: str, name: str
+) -> TrackingConfig:
+    return TrackingConfig(
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        run_name=name,
+        tags=lineage_tags(kfp_run_id),
+    )
+
+
+def log_dataset_lineage(tracking_uri: str, parent_run_id: str, name: str, stats: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.set_tag(parent_run_id, f"dataset.{name}.hash", stats["dataset_hash"])
+    for item in stats["inputs"]:
+        client.set_tag(parent_run_id, f"dataset.{name}.input.{Path(item['path']).name}", item["sha256"])
+
+
+# ----- data ----------------------------------------------------------------------------------
+
+
+def prepare_step(
+    inputs: list[str],
+    tokenizer_model: str,
+    output: str,
+    sft: bool,
+    phase_max_tokens: list[int],
+    validation_fraction: float,
+    on_bad_row: str,
+) -> dict[str, Any]:
+    """Data preparation into ``output`` (a local directory; staged to s3:// when it is one)."""
+    local_inputs = [str(storage.localize(uri)) for uri in inputs]
+    tokenizer = str(storage.localize(tokenizer_model)) if storage.is_s3(tokenizer_model) else tokenizer_model
+    local_out = (
+        output if not storage.is_s3(output) else str(storage.cache_dir() / "prepare" / Path(output).name)
+    )
+    stats = prepare(
+        PrepareConfig(
+            inputs=local_inputs,
+            output_dir=local_out,
+            tokenizer=tokenizer,
+            sft=sft,
+            phase_max_tokens=[int(b) for b in phase_max_tokens],
+            validation_fraction=validation_fraction,
+            on_bad_row=on_bad_row,
+        )
+    )
+    if storage.is_s3(output):
+        storage.copy_tree(local_out, output)
+    return stats
+
+
+# ----- verifier ------------------------------------------------------------------------------
+
+
+def _pid_file(kfp_run_id: str) -> Path:
+    return storage.cache_dir() / "verifiers" / f"{kfp_run_id}.json"
+
+
+def verifier_name(kfp_run_id: str) -> str:
+    from longrl.launchers.kuberay import rayjob_name
+
+    return rayjob_name(kfp_run_id, "verifier")
+
+
+def start_verifier_step(
+    mode: VerifierMode,
+    model: str,
+    kfp_run_id: str,
+    max_model_len: int,
+    namespace: str,
+    image: str,
+    gpus: int,
+    watch_pid: int | None = None,
+) -> str:
+    """Starts the judge's server and returns its OpenAI API base URL ('' for mode none)."""
+    from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
+
+    verifier = VerifierConfig(model=model, max_model_len=max_model_len)
+    if mode == "none":
+        return ""
+    if mode == "kubernetes":
+        from longrl.launchers.kube import RealKubernetesApi
+
+        cluster = ClusterVerifierConfig(
+            namespace=namespace, name=verifier_name(kfp_run_id), image=image, gpus=gpus
+        )
+        return ClusterVerifier(RealKubernetesApi(), verifier, cluster).start()
+    from longrl.serving.local import start_detached
+
+    record = start_detached(verifier, _pid_file(kfp_run_id), watch_pid=watch_pid)
+    return record["base_url"]
+
+
+def stop_verifier_step(mode: VerifierMode, kfp_run_id: str, namespace: str) -> None:
+    from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
+
+    if mode == "kubernetes":
+        from longrl.launchers.kube import RealKubernetesApi
+
+        cluster = ClusterVerifierConfig(namespace=namespace, name=verifier_name(kfp_run_id))
+        ClusterVerifier(RealKubernetesApi(), VerifierConfig(model="-"), cluster).stop()
+    elif mode == "local":
+        from longrl.serving.local import stop_detached
+
+        stop_detached(_pid_file(kfp_run_id))
+
+
+# ----- training ------------------------------------------------------------------------------
+
+
+def judge_config(endpoint: str, max_tokens: int = 512) -> JudgeConfig | None:
+    return JudgeConfig(base_url=endpoint, model="verifier", max_tokens=max_tokens) if endpoint else None
+
+
+class Placement(BaseModel):
+    """Where a training step runs: this machine's Ray, or a RayJob with GPU workers."""
+
+    launcher: Launcher = "local"
+    namespace: str = "longrl"
+    image: str = KubeRayConfig.model_fields["image"].default
+    workers: int = Field(1, ge=1, description="Worker pods (kuberay)")
+    gpus_per_worker: int = Field(
+        1, ge=0, description="GPUs per worker pod (kuberay); one Ray Train worker each"
+    )
+
+    def ray(self) -> dict[str, Any]:
+        if self.launcher == "local":
+            return {"num_workers": 1, "use_gpu": False}
+        return {
+            "num_workers": self.workers * max(1, self.gpus_per_worker),
+            "use_gpu": self.gpus_per_worker > 0,
+        }
+
+    def kuberay(self) -> KubeRayConfig:
+        return KubeRayConfig(
+            namespace=self.namespace,
+            image=self.image,
+            workers=WorkerGroup(replicas=self.workers, gpus=self.gpus_per_worker),
+        )
+
+
+def _run_training(
+    step: str, config: TrainingConfig, placement: Placement, kfp_run_id: str, name: str
+) -> dict[str, Any]:
+    from longrl.launchers import KubeRayLauncher, LocalLauncher, rayjob_name
+
+    if placement.launcher == "kuberay":
+        from longrl.launchers.kube import RealKubernetesApi
+
+        return KubeRayLauncher(RealKubernetesApi(), placement.kuberay()).run(
+            step, config, rayjob_name(kfp_run_id, name), labels={"longrl.io/kfp-run": kfp_run_id[:63]}
+        )
+    return LocalLauncher().run(step, config)
+
+
+def sft_step(
+    base_model: str,
+    data_dir: str,
+    output: str,
+    preset: str,
+    overrides: dict[str, Any],
+    placement: Placement,
+    tracking: TrackingConfig,
+    kfp_run_id: str,
+) -> dict[str, Any]:
+    values = merge_options(PRESETS[preset]["sft"], overrides)
+    config = SFTStepConfig.model_validate(
+        merge_options(
+            values,
+            {
+                "model": base_model,
+                "output_dir": output,
+                "train_file": storage.join(data_dir, "train-phase1.parquet"),
+                "tracking": tracking.model_dump(),
+                "ray": placement.ray(),
+            },
+        )
+    )
+    return _run_training("sft", config, placement, kfp_run_id, "sft")
+
+
+def model_dir(step_output: str) -> str:
+    """The Hugging Face checkpoint inside a training step's output."""
+    return storage.join(step_output, MODEL_DIR)
+
+
+def earlier_phases(start: str) -> list[str]:
+    """The RL phases a new phase draws retrospective samples from: ``start`` and the ones it drew from."""
+    if not storage.exists(storage.join(start, DIFFICULTY_FILE)):
+        return []  # starting from SFT
+    sources = json.loads(storage.read_text(storage.join(start, CURRICULUM_FILE)))
+    return [*sources["retrospective_from"], start]
+
+
+def rl_step(
+    start: str,
+    data_dir: str,
+    phase: int,
+    output: str,
+    preset: str,
+    overrides: dict[str, Any],
+    algorithm: str,
+    reward: str,
+    endpoint: str,
+    judge_max_tokens: int,
+    placement: Placement,
+    tracking: TrackingConfig,
+    kfp_run_id: str,
+) -> dict[str, Any]:
+    values = merge_options(PRESETS[preset]["rl"], overrides)
+    judge = judge_config(endpoint, judge_max_tokens)
+    config = RLStepConfig.model_validate(
+        merge_options(
+            values,
+            {
+                "model": model_dir(start),
+                "output_dir": output,
+                "phase": phase,
+                "train_file": storage.join(data_dir, f"train-phase{phase}.parquet"),
+                "validation_file": storage.join(data_dir, "validation.parquet"),
+                "retrospective_from": earlier_phases(start),
+                "algorithm": algorithm,
+                "reward": reward if judge else "rule",
+                "judge": judge.model_dump() if judge else None,
+                "tracking": tracking.model_dump(),
+                "ray": placement.ray(),
+            },
+        )
+    )
+    return _run_training("rl", config, placement, kfp_run_id, f"rl-phase{phase}")
+
+
+# ----- evaluation and registry -----------------------------------------------------------------
+
+
+def evaluate_step(
+    trained: str,
+    output: str,
+    benchmarks: dict[str, str],
+    overrides: dict[str, Any],
+    endpoint: str,
+    judge_max_tokens: int,
+    registry: RegistryConfig,
+    tracking: TrackingConfig,
+) -> dict[str, Any]:
+    """Evaluates the trained model; the current champion's evaluation (if any) is the baseline."""
+    from longrl.registry import CHAMPION, alias_version, client, version_metrics
+
+    baseline_dir = None
+    champion_name = "champion"
+    try:
+        mlflow_client = client(registry)
+        version = alias_version(mlflow_client, registry.registered_model_name, CHAMPION)
+        if version:
+            metrics = version_metrics(mlflow_client, registry.registered_model_name, version)
+            if metrics:
+                baseline_dir = str(storage.cache_dir() / "champion-eval" / version)
+                summary = {
+                    "model": f"champion v{version}",
+                    "average": metrics.get("average", 0.0),
+                    "benchmarks": {k: {"score": v} for k, v in metrics.items() if k != "average"},
+                }
+                storage.write_text(storage.join(baseline_dir, "metrics.json"), json.dumps(summary))
+                champion_name = f"champion v{version}"
+    except Exception as exc:  # noqa: BLE001 - no registry yet: evaluate without a baseline
+        logger.info("no champion to compare with: %s", exc)
+    config = EvalConfig.model_validate(
+        merge_options(
+            overrides,
+            {
+                "model": model_dir(trained),
+                "output_dir": output,
+                "benchmarks": benchmarks,
+                "judge": judge_config(endpoint, judge_max_tokens).model_dump() if endpoint else None,
+                "baseline": baseline_dir,
+                "baseline_name": champion_name,
+                "tracking": tracking.model_dump(),
+            },
+        )
+    )
+    return evaluate(config)
+
+
+def register_step(
+    trained: str, evaluation_dir: str, registry: RegistryConfig, tracking: TrackingConfig, kfp_run_id: str
+) -> dict[str, Any]:
+    from longrl.evaluation.run import read_summary
+    from longrl.tracking import step_run
+
+    summary = read_summary(evaluation_dir)
+    with step_run(tracking) as run_id:
+        if run_id is None:
+            raise RuntimeError("registration needs an MLflow tracking URI")
+        return register_candidate(
+            registry, model_dir(trained), summary, run_id, tags=lineage_tags(kfp_run_id)
+        )

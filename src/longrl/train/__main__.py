@@ -1,0 +1,5 @@
+import sys
+
+from longrl.train.cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Steps read and write local files; this stages s3:// inputs and outputs around them.
+
+Inputs given as ``s3://`` URIs are downloaded (verified) to a local cache. An ``s3://`` output
+directory is mirrored by a local one: checkpoints already in the store are pulled first (so a
+restarted step resumes), every new checkpoint is pushed as soon as it is saved, and everything
+else is pushed when the step ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from longrl import storage
+from longrl.train.checkpoints import CHECKPOINTS_DIR
+from longrl.train.config import TrainingConfig
+
+_INPUT_FIELDS = ("model", "train_file", "validation_file")
+
+
+class PushCheckpoints(TrainerCallback):
+    """Pushes each checkpoint to the remote output directory right after it is saved (rank 0)."""
+
+    def __init__(self, remote_output: str) -> None:
+        self.remote = storage.join(remote_output, CHECKPOINTS_DIR)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        name = f"checkpoint-{state.global_step}"
+        local = Path(args.output_dir) / name
+        if local.is_dir():
+            storage.copy_tree(str(local), storage.join(self.remote, name))
+
+
+def local_output_dir(remote: str) -> Path:
+    return storage.cache_dir() / "steps" / hashlib.sha256(remote.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def staged(
+    config: TrainingConfig, is_rank_zero: bool = True
+) -> Iterator[tuple[TrainingConfig, list[TrainerCallback]]]:
+    """(the config with local paths, callbacks to add); pushes the outputs back when the block ends."""
+    updates: dict[str, Any] = {}
+    for field in _INPUT_FIELDS:
+        value = getattr(config, field, None)
+        if value and storage.is_s3(value):
+            updates[field] = str(storage.localize(value))
+    earlier = getattr(config, "retrospective_from", None)
+    if earlier:
+        updates["retrospective_from"] = [str(storage.localize(d)) if storage.is_s3(d) else d for d in earlier]
+    callbacks: list[TrainerCallback] = []
+    remote = config.output_dir if storage.is_s3(config.output_dir) else None
+    if remote:
+        local = local_output_dir(remote)
+        remote_checkpoints = storage.join(remote, CHECKPOINTS_DIR)
+        if storage.exists(remote_checkpoints):
+            storage.copy_tree(remote_checkpoints, str(local / CHECKPOINTS_DIR))
+        updates["output_dir"] = str(local)
+        callbacks.append(PushCheckpoints(remote))
+    yield config.model_copy(update=updates), callbacks
+    if remote and is_rank_zero:
+        storage.copy_tree(updates["output_dir"], remote)

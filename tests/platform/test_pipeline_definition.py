@@ -1,0 +1,128 @@
+"""The compiled pipeline, its parameters, and the client commands against a fake KFP REST server."""
+
+import pytest
+import yaml
+from pipelines import cli
+from pipelines.longrl_pipeline import PARAMETERS, RL_PHASES
+
+from tests.support.kfp_server import serve_kfp
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
+    cli.compile_pipeline(path)
+    return path
+
+
+def test_every_parameter_has_a_description_and_a_default(compiled) -> None:
+    spec = yaml.safe_load(compiled.read_text())
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(parameters) == set(PARAMETERS)
+    for name, definition in parameters.items():
+        assert definition.get("description", "").strip(), name
+        assert "defaultValue" in definition, name
+
+
+def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
+    spec = yaml.safe_load(compiled.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert (
+        "finish-pipeline" in tasks
+        and tasks["finish-pipeline"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    )
+    expected = {
+        "open-tracking",
+        "prepare-data",
+        "prepare-data-2",
+        "start-verifier",
+        "train-sft",
+        "evaluate-model",
+        "register-model",
+        *(f"train-rl-phase{'' if k == 1 else f'-{k}'}" for k in range(1, RL_PHASES + 1)),
+    }
+    assert expected <= set(inner)
+    assert (
+        inner["train-rl-phase-2"]["inputs"]["artifacts"]["start"]["taskOutputArtifact"]["producerTask"]
+        == "train-rl-phase"
+    )
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["image"].startswith("ghcr.io/longrl/pipeline:")
+        assert "pip install" not in " ".join(executor["container"]["command"])  # the image already has kfp
+
+
+def test_compiling_is_deterministic(compiled, tmp_path) -> None:
+    again = cli.compile_pipeline(tmp_path / "again.yaml")
+    assert again.read_text() == compiled.read_text()
+
+
+def test_parameter_parsing() -> None:
+    assert cli.parse_arguments(
+        ["preset=tiny", "phase_max_tokens=[100, 200]", "rl_overrides={max_steps: 3}"], None
+    ) == {"preset": "tiny", "phase_max_tokens": [100, 200], "rl_overrides": {"max_steps": 3}}
+    with pytest.raises(cli.KfpError, match="unknown pipeline parameter"):
+        cli.parse_arguments(["learning_rate=1"], None)
+    with pytest.raises(cli.KfpError, match="expected name=value"):
+        cli.parse_arguments(["preset"], None)
+
+
+def test_upload_submit_and_schedule_against_a_kfp_server(compiled, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("KFP_TOKEN", "t0ken")
+    with serve_kfp() as (url, kfp):
+        assert cli.main(["upload", "--host", url, "--package", str(compiled), "--version", "v1"]) == 0
+        assert cli.main(["upload", "--host", url, "--package", str(compiled), "--version", "v2"]) == 0
+        assert len(kfp.pipelines) == 1 and [v["display_name"] for v in kfp.versions] == ["v1", "v2"]
+        assert (
+            cli.main(
+                [
+                    "submit",
+                    "--host",
+                    url,
+                    "--package",
+                    str(compiled),
+                    "--experiment",
+                    "nightly",
+                    "--param",
+                    "preset=tiny",
+                    "--param",
+                    "phase_max_tokens=[1000, 2000]",
+                ]
+            )
+            == 0
+        )
+        (run,) = kfp.runs
+        assert run["runtime_config"]["parameters"] == {"preset": "tiny", "phase_max_tokens": [1000, 2000]}
+        assert run["pipeline_spec"]["pipelineInfo"]["name"] == "longrl"
+        assert [e["display_name"] for e in kfp.experiments.values()] == ["nightly"]
+        assert (
+            cli.main(
+                [
+                    "schedule",
+                    "--host",
+                    url,
+                    "--package",
+                    str(compiled),
+                    "--experiment",
+                    "nightly",
+                    "--cron",
+                    "0 0 3 * * 1",
+                ]
+            )
+            == 0
+        )
+        (recurring,) = kfp.recurring
+        assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+        assert set(kfp.auth_headers) == {"Bearer t0ken"}
+    out = capsys.readouterr().out
+    assert '"run_id"' in out and '"recurring_run_id"' in out
+
+
+def test_unreachable_or_missing_endpoint_is_a_clear_error(compiled, capsys, monkeypatch) -> None:
+    from tests.support.s3_server import free_port
+
+    assert cli.main(["submit", "--host", f"http://127.0.0.1:{free_port()}", "--package", str(compiled)]) == 2
+    assert "cannot reach Kubeflow Pipelines at http://127.0.0.1:" in capsys.readouterr().err
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    assert cli.main(["upload", "--package", str(compiled)]) == 2
+    assert "pass --host or set KFP_HOST" in capsys.readouterr().err
