@@ -50,3 +50,53 @@ def mlflow_server(tmp_path_factory):
 
     with serve_mlflow(tmp_path_factory.mktemp("mlflow")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def answering_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model warm-up-trained (~2 minutes) until it closes its reasoning and gives an answer.
+
+    A random model never writes ``</think>``, so nothing it says is an answer to score or judge.
+    """
+    from longrl.data import GenerateConfig, PrepareConfig, generate, prepare
+    from longrl.tiny_model import TinyModelConfig, build_tiny_model
+    from longrl.train.config import TINY_SFT, SFTStepConfig, with_overrides
+    from longrl.train.sft import run_sft
+
+    root = tmp_path_factory.mktemp("answering-model")
+    base = build_tiny_model(
+        TinyModelConfig(
+            output_dir=str(root / "base"),
+            hidden_size=128,
+            num_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            intermediate_size=512,
+        )
+    )
+    task = {"kinds": ["multihop", "docmath"], "max_hops": 1, "distractors": 0, "doc_tokens_min": 16, "doc_tokens_max": 120}
+    generate(GenerateConfig(output=str(root / "sft.jsonl"), num_records=400, sft=True, seed=1, **task))
+    prepare(
+        PrepareConfig(
+            inputs=[str(root / "sft.jsonl")],
+            output_dir=str(root / "data"),
+            tokenizer=str(base),
+            sft=True,
+            phase_max_tokens=[1000],
+            validation_fraction=0.1,
+        )
+    )
+    values = {
+        "model": str(base),
+        "output_dir": str(root / "sft"),
+        "train_file": str(root / "data" / "train-phase1.parquet"),
+        "validation_file": str(root / "data" / "validation.parquet"),
+        "validation_max_examples": 16,
+        "max_steps": 250,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "cosine",
+    }
+    result = run_sft(with_overrides(SFTStepConfig, TINY_SFT, values))
+    assert result["validation"]["val/answered"] >= 0.5, result["validation"]
+    return root / "sft" / "model"

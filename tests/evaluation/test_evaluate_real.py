@@ -1,19 +1,26 @@
-"""The whole evaluation path on the tiny model: serve the verifier, generate with vLLM, score, report."""
+"""The whole evaluation path on the tiny model: serve the verifier, generate with vLLM, score, report.
+
+The evaluation runs as ``python -m longrl.evaluation run`` in its own process, as a component runs
+it; in-process, vLLM's CPU engine scans every imported module and trips over proxies that other
+tests' servers (flask, via moto) leave in ``sys.modules``.
+"""
 
 import json
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from longrl.data import GenerateConfig, generate_records
-from longrl.evaluation import EvalConfig, GenerationConfig, evaluate, write_benchmark_file
+from longrl.evaluation import EvalConfig, GenerationConfig, write_benchmark_file
 from longrl.rewards import JudgeConfig
 from longrl.serving import LocalVerifier, VerifierConfig
 
 pytestmark = pytest.mark.slow
 
 
-def test_evaluate_with_served_judge(tiny_model_dir, tmp_path) -> None:
+def test_evaluate_with_served_judge(answering_model_dir, tmp_path) -> None:
     files = {}
     for name, kind in (("hotpotqa", "multihop"), ("docmath", "docmath")):
         records = list(
@@ -35,28 +42,38 @@ def test_evaluate_with_served_judge(tiny_model_dir, tmp_path) -> None:
             }
         )
     )
-    verifier = VerifierConfig(model=str(tiny_model_dir), max_model_len=1024, dtype="float32")
+    verifier = VerifierConfig(model=str(answering_model_dir), max_model_len=1024, dtype="float32")
     with LocalVerifier(verifier, tmp_path / "verifier.log") as endpoint:
-        summary = evaluate(
-            EvalConfig(
-                model=str(tiny_model_dir),
-                output_dir=str(tmp_path / "eval"),
-                benchmarks=files,
-                max_input_tokens=160,
-                generation=GenerationConfig(max_new_tokens=24, samples=2, dtype="float32"),
-                judge=JudgeConfig(base_url=endpoint, model="verifier", max_tokens=16),
-                baseline=str(baseline),
-                baseline_name="champion",
-            )
+        config = EvalConfig(
+            model=str(answering_model_dir),
+            output_dir=str(tmp_path / "eval"),
+            benchmarks=files,
+            max_input_tokens=160,
+            generation=GenerationConfig(max_new_tokens=96, samples=2, dtype="float32"),
+            judge=JudgeConfig(base_url=endpoint, model="verifier", max_tokens=16),
+            baseline=str(baseline),
+            baseline_name="champion",
         )
+        config_file = tmp_path / "eval.json"
+        config_file.write_text(config.model_dump_json())
+        done = subprocess.run(
+            [sys.executable, "-m", "longrl.evaluation", "run", "--config", str(config_file)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "eval"
+    summary = json.loads((out / "metrics.json").read_text())
     assert set(summary["benchmarks"]) == {"hotpotqa", "docmath"}
     assert summary["questions"] == 8 and summary["truncated_inputs"] >= 1
-    assert summary["judge"]["api_calls"] >= 1  # the random model's answers are wrong: the judge was asked
     predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    answered_wrong = [p for p in predictions if p["prediction"] and p["em"] < 1]
+    assert answered_wrong, "the model gave no answers to judge"
+    assert summary["judge"]["requests"] >= len(answered_wrong)  # each wrong answer went to the judge
     assert len(predictions) == 16  # 8 questions x 2 samples
     assert all(0.0 <= p["score"] <= 1.0 and p["completion"] is not None for p in predictions)
-    assert json.loads((out / "metrics.json").read_text())["average"] == summary["average"]
+    assert f'"average": {summary["average"]}' in done.stdout  # the CLI prints the summary
     table = (out / "comparison.md").read_text()
     assert table.splitlines()[0] == "| benchmark | champion | candidate | change |"
     assert (out / "comparison.png").stat().st_size > 1000
