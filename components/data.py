@@ -10,6 +10,7 @@ def prepare_data(
     tokenizer_model: str,
     sft: bool,
     phase_max_tokens: list,
+    sft_max_tokens: int,
     validation_fraction: float,
     on_bad_row: str,
     tracking_uri: str,
@@ -18,7 +19,11 @@ def prepare_data(
     data: Output[Dataset],
     stats: Output[Metrics],
 ):
-    """Validates, de-duplicates and tokenises QA/SFT files into per-phase datasets."""
+    """Validates, de-duplicates and tokenises QA/SFT files into per-phase datasets.
+
+    RL data is split into the phases' length bands; SFT data is one band, up to sft_max_tokens.
+    (The band is chosen here: KFP cannot pass a list built from pipeline parameters.)
+    """
     from longrl.steps import artifact_location, log_dataset_lineage, prepare_step
 
     result = prepare_step(
@@ -26,7 +31,7 @@ def prepare_data(
         tokenizer_model,
         artifact_location(data.uri, data.path),
         sft,
-        phase_max_tokens,
+        [sft_max_tokens] if sft else phase_max_tokens,
         validation_fraction,
         on_bad_row,
     )

@@ -4,10 +4,34 @@ from components.image import PIPELINE_IMAGE
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def open_tracking(tracking_uri: str, experiment: str, kfp_run_id: str, parameters: dict) -> str:
-    """Opens the pipeline run's parent MLflow run; returns its id."""
+def open_tracking(
+    tracking_uri: str,
+    experiment: str,
+    kfp_run_id: str,
+    base_model: str,
+    preset: str,
+    algorithm: str,
+    reward: str,
+    verifier_model: str,
+    launcher: str,
+    phase_max_tokens: list,
+    sft_overrides: dict,
+    rl_overrides: dict,
+) -> str:
+    """Opens the pipeline run's parent MLflow run, with the run's main parameters; returns its id."""
     from longrl.steps import open_pipeline_run
 
+    parameters = {
+        "base_model": base_model,
+        "preset": preset,
+        "algorithm": algorithm,
+        "reward": reward,
+        "verifier_model": verifier_model,
+        "launcher": launcher,
+        "phase_max_tokens": phase_max_tokens,
+        "sft_overrides": sft_overrides,
+        "rl_overrides": rl_overrides,
+    }
     return open_pipeline_run(tracking_uri, experiment, kfp_run_id, parameters)
 
 

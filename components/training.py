@@ -8,6 +8,7 @@ from components.image import PIPELINE_IMAGE
 def train_sft(
     base_model: str,
     data: Input[Dataset],
+    validation_data: Input[Dataset],
     preset: str,
     overrides: dict,
     launcher: str,
@@ -22,12 +23,13 @@ def train_sft(
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Warm-up SFT as a Ray job (local Ray or a KubeRay RayJob)."""
+    """Warm-up SFT as a Ray job (local Ray or a KubeRay RayJob); scored on the RL validation split."""
     from longrl.steps import Placement, artifact_location, sft_step, step_tracking
 
     result = sft_step(
         base_model,
         artifact_location(data.uri, data.path),
+        artifact_location(validation_data.uri, validation_data.path),
         artifact_location(model.uri, model.path),
         preset,
         overrides,

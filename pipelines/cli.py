@@ -238,10 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wrote {path}")
             return 0
         if args.command == "run-local":
-            from pipelines.local_run import run, summary
+            from pipelines.local_run import main as run_local
 
-            print(summary(run(args.work_dir)))
-            return 0
+            return run_local(["--work-dir", args.work_dir])
         arguments = {} if args.command == "upload" else parse_arguments(args.param, args.params_file)
         client = kfp_client(args.host, args.namespace)
         package = args.package if args.package.is_file() else compile_pipeline(args.package)

@@ -19,10 +19,10 @@ from longrl.tiny_model import TinyModelConfig, build_tiny_model
 
 # CPU-sized overrides on top of the 'tiny' preset: minutes, not hours.
 LOCAL_SFT = {
-    "max_steps": 120,
+    "max_steps": 200,
     "per_device_train_batch_size": 16,
     "learning_rate": 2e-3,
-    "save_steps": 40,
+    "save_steps": 50,
     "validation_max_examples": 24,
 }
 LOCAL_RL = {
@@ -31,15 +31,14 @@ LOCAL_RL = {
     "train_batch_prompts": 4,
     "generation_batch_prompts": 4,
     "validation_max_examples": 24,
-    "max_completion_length": 64,
-    "overlong_buffer": 16,
+    "learning_rate": 2e-4,
 }
 LOCAL_EVAL = {
     "max_input_tokens": 512,
     "max_examples": 12,
-    "generation": {"max_new_tokens": 64, "samples": 1, "dtype": "float32"},
+    "generation": {"max_new_tokens": 96, "samples": 1, "dtype": "float32"},
 }
-PHASE_MAX_TOKENS = [256, 640]
+PHASE_MAX_TOKENS = [224, 448]
 
 
 def prepare_inputs(work: Path) -> dict[str, Any]:
@@ -57,7 +56,7 @@ def prepare_inputs(work: Path) -> dict[str, Any]:
             )
         )
     data = work / "data"
-    task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 500}
+    task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320}
     if not (data / "sft.jsonl").is_file():
         generate(GenerateConfig(output=str(data / "sft.jsonl"), num_records=960, sft=True, seed=1, **task))
         generate(GenerateConfig(output=str(data / "rl.jsonl"), num_records=400, seed=2, **task))
@@ -171,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli run-local", description=__doc__)
     parser.add_argument("--work-dir", default="build/local")
     args = parser.parse_args(argv)
-    outcome = run(args.work_dir)
+    try:
+        outcome = run(args.work_dir)
+    except RuntimeError as exc:  # kfp.local names the failed task; its log is above
+        print(f"error: the local run failed: {exc}", file=sys.stderr)
+        print(f"everything it made is under {Path(args.work_dir).resolve()}", file=sys.stderr)
+        return 1
     print(summary(outcome))
     return 0
 

@@ -74,7 +74,13 @@ def answering_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             intermediate_size=512,
         )
     )
-    task = {"kinds": ["multihop", "docmath"], "max_hops": 1, "distractors": 0, "doc_tokens_min": 16, "doc_tokens_max": 120}
+    task = {
+        "kinds": ["multihop", "docmath"],
+        "max_hops": 1,
+        "distractors": 0,
+        "doc_tokens_min": 16,
+        "doc_tokens_max": 120,
+    }
     generate(GenerateConfig(output=str(root / "sft.jsonl"), num_records=400, sft=True, seed=1, **task))
     prepare(
         PrepareConfig(

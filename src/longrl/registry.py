@@ -176,10 +176,10 @@ def _log_model(model_uri: str, mode: str, uri: str, run_id: str) -> tuple[str, s
         if storage.is_s3(model_uri):
             return model_uri, None
         # MLflow accepts local sources only inside a run's artifacts: register a pointer to the checkpoint.
-        with mlflow.start_run(run_id=run_id):
+        with _in_run(mlflow, run_id):
             mlflow.log_dict({"model_uri": model_uri}, "model_reference/reference.json")
         return f"runs:/{run_id}/model_reference", None
-    with mlflow.start_run(run_id=run_id):
+    with _in_run(mlflow, run_id):
         info = mlflow.transformers.log_model(
             transformers_model=str(local),
             name="model",
@@ -187,6 +187,16 @@ def _log_model(model_uri: str, mode: str, uri: str, run_id: str) -> tuple[str, s
             pip_requirements=_serving_requirements(),
         )
     return info.model_uri, info.model_id
+
+
+def _in_run(mlflow: Any, run_id: str) -> Any:
+    """The run as the active one: already so inside a step's run, else resumed for the block."""
+    import contextlib
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        return contextlib.nullcontext(active)
+    return mlflow.start_run(run_id=run_id)
 
 
 def register_candidate(

@@ -281,6 +281,7 @@ def _run_training(
 def sft_step(
     base_model: str,
     data_dir: str,
+    validation_dir: str,
     output: str,
     preset: str,
     overrides: dict[str, Any],
@@ -296,6 +297,7 @@ def sft_step(
                 "model": base_model,
                 "output_dir": output,
                 "train_file": storage.join(data_dir, "train-phase1.parquet"),
+                "validation_file": storage.join(validation_dir, "validation.parquet"),
                 "tracking": tracking.model_dump(),
                 "ray": placement.ray(),
             },

