@@ -21,9 +21,11 @@ REGISTRY ?= ghcr.io/longrl
 VERSION ?= 0.1.0
 GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 KFP_ARGS ?=
+BENCH_DIR ?= build/bench
+BENCH_ARGS ?=
 
 .PHONY: help install run test test-fast learning-check compile submit-pipeline upload-pipeline \
-	schedule-pipeline templates deploy deploy-kuberay images lint lock clean
+	schedule-pipeline templates deploy deploy-kuberay images bench bench-compare lint lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,6 +53,12 @@ test-fast: install ## run the tests that need no model, server or training loop
 
 learning-check: install ## SFT + two RL phases on the tiny model; reports whether reward and accuracy rose
 	$(PY) -m longrl.train.learning_check --work-dir build/learning-check --seed $${SEED:-0}
+
+bench: install ## benchmarks -> build/bench/bench.{json,md} (BENCH_ARGS="--size full", "--only rewards,rollout")
+	$(PY) -m longrl.bench --output-dir $(BENCH_DIR) $(BENCH_ARGS)
+
+bench-compare: install ## compare two reports: make bench-compare OLD=old/bench.json NEW=build/bench/bench.json
+	$(PY) -m longrl.bench compare $(OLD) $(NEW)
 
 compile: install ## write the pipeline IR YAML to build/longrl_pipeline.yaml
 	$(PY) -m pipelines.cli compile --output $(PACKAGE)

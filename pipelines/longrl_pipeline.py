@@ -17,7 +17,7 @@ from components import (
     train_rl_phase,
     train_sft,
 )
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from longrl.data.prepare import PrepareConfig
 from longrl.launchers.kuberay import KubeRayConfig
@@ -29,6 +29,16 @@ from longrl.train.config import RLStepConfig
 
 # The number of RL phases is the DAG's shape, so it is fixed when compiling.
 RL_PHASES = int(os.environ.get("LONGRL_RL_PHASES", "2"))
+
+
+# Every step reads and writes s3:// artifacts: the longrl-s3 Secret (manifests/base) in the
+# pipeline's namespace gives it the keys and MinIO's address. kfp.local ignores this.
+S3_SECRET = "longrl-s3"
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LONGRL_S3_ENDPOINT_URL")
+
+
+def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
 
 
 def default(config_type, field: str):
@@ -194,6 +204,7 @@ def longrl_pipeline(
             **tracked,
         ).set_display_name("warm-up SFT")
         latest = sft.outputs["model"]
+        rl_phases = []
         for phase in range(1, RL_PHASES + 1):
             rl = train_rl_phase(
                 start=latest,
@@ -208,6 +219,7 @@ def longrl_pipeline(
                 **placement,
                 **tracked,
             ).set_display_name(f"RL phase {phase}")
+            rl_phases.append(rl)
             latest = rl.outputs["model"]
         evaluation = evaluate_model(
             trained=latest,
@@ -218,7 +230,7 @@ def longrl_pipeline(
             registered_model_name=registered_model_name,
             **tracked,
         ).set_display_name("evaluate")
-        register_model(
+        registration = register_model(
             trained=latest,
             evaluation=evaluation.outputs["evaluation"],
             registered_model_name=registered_model_name,
@@ -226,6 +238,8 @@ def longrl_pipeline(
             auto_promote=auto_promote,
             **tracked,
         ).set_display_name("register in MLflow")
+        for task in (sft_data_task, rl_data_task, verifier, sft, *rl_phases, evaluation, registration):
+            with_s3_credentials(task)
 
 
 longrl_pipeline.__doc__ = _docstring()

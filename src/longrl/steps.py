@@ -241,7 +241,7 @@ class Placement(BaseModel):
     """Where a training step runs: this machine's Ray, or a RayJob with GPU workers."""
 
     launcher: Launcher = "local"
-    namespace: str = "longrl"
+    namespace: str = KubeRayConfig.model_fields["namespace"].default
     image: str = KubeRayConfig.model_fields["image"].default
     workers: int = Field(1, ge=1, description="Worker pods (kuberay)")
     gpus_per_worker: int = Field(

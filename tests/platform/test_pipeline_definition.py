@@ -16,7 +16,7 @@ def compiled(tmp_path_factory):
 
 
 def test_every_parameter_has_a_description_and_a_default(compiled) -> None:
-    spec = yaml.safe_load(compiled.read_text())
+    spec, _ = yaml.safe_load_all(compiled.read_text())
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == set(PARAMETERS)
     for name, definition in parameters.items():
@@ -25,7 +25,7 @@ def test_every_parameter_has_a_description_and_a_default(compiled) -> None:
 
 
 def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
-    spec = yaml.safe_load(compiled.read_text())
+    spec, _ = yaml.safe_load_all(compiled.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert (
@@ -67,9 +67,24 @@ def _constants(node):
 def test_no_task_input_embeds_a_pipeline_parameter_in_a_constant(compiled) -> None:
     # A list or dict literal around a pipeline parameter compiles to a templated constant that
     # the backends substitute unquoted (kfp.local: ints become '640.0', strings break the JSON).
-    spec = yaml.safe_load(compiled.read_text())
+    spec, _ = yaml.safe_load_all(compiled.read_text())
     templated = [c for c in _constants(spec) if "{{$.inputs.parameters" in yaml.safe_dump(c)]
     assert templated == []
+
+
+def test_every_step_but_tracking_gets_the_s3_secret(compiled) -> None:
+    spec, platform = yaml.safe_load_all(compiled.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secret = {
+        name
+        for name, config in executors.items()
+        for secret in config.get("secretAsEnv", [])
+        if secret["secretName"] == "longrl-s3"
+        and {k["envVar"] for k in secret["keyToEnv"]}
+        == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LONGRL_S3_ENDPOINT_URL"}
+    }
+    every = set(spec["deploymentSpec"]["executors"])
+    assert every - with_secret == {"exec-open-tracking", "exec-finish-pipeline"}
 
 
 def test_compiling_is_deterministic(compiled, tmp_path) -> None:
@@ -113,7 +128,9 @@ def test_upload_submit_and_schedule_against_a_kfp_server(compiled, monkeypatch, 
         )
         (run,) = kfp.runs
         assert run["runtime_config"]["parameters"] == {"preset": "tiny", "phase_max_tokens": [1000, 2000]}
-        assert run["pipeline_spec"]["pipelineInfo"]["name"] == "longrl"
+        # with Kubernetes settings the client sends the pipeline spec and the platform spec together
+        assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "longrl"
+        assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]
         assert [e["display_name"] for e in kfp.experiments.values()] == ["nightly"]
         assert (
             cli.main(

@@ -172,11 +172,11 @@ def run(context: BenchContext) -> BenchmarkResult:
         lambda i: longrl_in_process(config("longrl", i)),
         lambda i: direct_trl(config("direct", i)),
         context.config.repeats,
-        "overhead/in_process",
+        "in_process",
     )
     figures = [
         figure(
-            "overhead/in_process",
+            "in_process",
             "s",
             value,
             baseline,
@@ -194,7 +194,7 @@ def run(context: BenchContext) -> BenchmarkResult:
             launched.append(seconds(lambda i=index: longrl_launcher(config("launcher", i))))
         figures.append(
             figure(
-                "overhead/launcher",
+                "launcher",
                 "s",
                 launched,
                 fresh,

@@ -95,7 +95,7 @@ def run(context: BenchContext) -> BenchmarkResult:
     return BenchmarkResult(
         figures=[
             figure(
-                "pipeline/rerun_wall_time",
+                "rerun_wall_time",
                 "s",
                 [again],
                 [first],
@@ -105,7 +105,7 @@ def run(context: BenchContext) -> BenchmarkResult:
                 note=note,
             ),
             figure(
-                "pipeline/tasks_executed_again",
+                "tasks_executed_again",
                 "tasks",
                 [again_counts["executed"]],
                 [first_counts["executed"]] if first_counts["executed"] else None,

@@ -182,7 +182,7 @@ def run(context: BenchContext) -> BenchmarkResult:
     return BenchmarkResult(
         figures=[
             figure(
-                "rollout/tokens_per_s",
+                "tokens_per_s",
                 "tokens/s",
                 rates(tokens, vllm["timings"]),
                 rates(tokens, baseline),

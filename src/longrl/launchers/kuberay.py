@@ -57,7 +57,9 @@ class WorkerGroup(BaseModel):
 class KubeRayConfig(BaseModel):
     """Where and how a step's RayJob runs."""
 
-    namespace: str = Field("longrl", description="Namespace of the RayJob")
+    namespace: str = Field(
+        "kubeflow", description="Namespace of the RayJob: the pipeline's (KFP standalone: kubeflow)"
+    )
     image: str = Field("ghcr.io/longrl/trainer:0.1.0", description="Trainer image (longrl, torch, vLLM, Ray)")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the Ray pods")
     service_account: str | None = Field("longrl-ray", description="ServiceAccount of the Ray pods")
@@ -66,7 +68,7 @@ class KubeRayConfig(BaseModel):
     head_memory: str = Field("16Gi", description="Memory of the head pod")
     workers: WorkerGroup = Field(default_factory=WorkerGroup)
     secret_env: list[str] = Field(
-        default_factory=lambda: ["longrl-s3", "longrl-verifier", "longrl-mlflow"],
+        default_factory=lambda: ["longrl-s3", "longrl-verifier"],
         description="Secrets whose keys become environment variables of every Ray pod (optional Secrets)",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables")

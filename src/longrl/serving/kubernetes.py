@@ -25,7 +25,7 @@ MODEL_MOUNT = "/models"
 class ClusterVerifierConfig(BaseModel):
     """Where and on what the verifier runs in the cluster."""
 
-    namespace: str = Field("longrl", description="Namespace of the Deployment and Service")
+    namespace: str = Field("kubeflow", description="Namespace of the Deployment and Service: the pipeline's")
     name: str = Field("longrl-verifier", description="Name of the Deployment and the Service")
     image: str = Field("vllm/vllm-openai:v0.32.0", description="vLLM server image")
     loader_image: str = Field("ghcr.io/longrl/pipeline:0.1.0", description="Image that copies an s3:// model")
