@@ -15,7 +15,7 @@ from typing import Any
 
 from longrl.data.synthetic import GenerateConfig, generate, generate_records
 from longrl.evaluation.benchmarks import write_benchmark_file
-from longrl.tiny_model import TinyModelConfig, build_tiny_model
+from longrl.tiny_model import LEARNER_SHAPE, TinyModelConfig, build_tiny_model
 
 # CPU-sized overrides on top of the 'tiny' preset: minutes, not hours.
 LOCAL_SFT = {
@@ -48,11 +48,7 @@ def prepare_inputs(work: Path) -> dict[str, Any]:
         build_tiny_model(
             TinyModelConfig(
                 output_dir=str(model),
-                hidden_size=128,
-                num_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=1,
-                intermediate_size=512,
+                **LEARNER_SHAPE,
             )
         )
     data = work / "data"

@@ -59,7 +59,7 @@ def answering_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     A random model never writes ``</think>``, so nothing it says is an answer to score or judge.
     """
     from longrl.data import GenerateConfig, PrepareConfig, generate, prepare
-    from longrl.tiny_model import TinyModelConfig, build_tiny_model
+    from longrl.tiny_model import LEARNER_SHAPE, TinyModelConfig, build_tiny_model
     from longrl.train.config import TINY_SFT, SFTStepConfig, with_overrides
     from longrl.train.sft import run_sft
 
@@ -67,11 +67,7 @@ def answering_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = build_tiny_model(
         TinyModelConfig(
             output_dir=str(root / "base"),
-            hidden_size=128,
-            num_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            intermediate_size=512,
+            **LEARNER_SHAPE,
         )
     )
     task = {

@@ -30,6 +30,17 @@ CHAT_TEMPLATE = (
 _QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 
+# A shape that learns the synthetic tasks in minutes on a CPU (the defaults are smaller still, for
+# tests that only need a model that runs).
+LEARNER_SHAPE = {
+    "hidden_size": 128,
+    "num_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "intermediate_size": 512,
+}
+
+
 class TinyModelConfig(BaseModel):
     """Build a tiny random-weight Qwen2 model and its locally trained tokenizer."""
 

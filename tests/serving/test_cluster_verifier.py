@@ -62,7 +62,7 @@ def test_start_waits_for_readiness_and_stop_removes_everything() -> None:
     verifier = ClusterVerifier(
         api, VerifierConfig(model="m"), ClusterVerifierConfig(poll_interval_s=5), sleep=sleeps.append
     )
-    assert verifier.start() == "http://longrl-verifier.longrl.svc.cluster.local:8000/v1"
+    assert verifier.start() == "http://longrl-verifier.kubeflow.svc.cluster.local:8000/v1"
     assert sleeps == [5, 5]
     assert {(o["kind"], o["metadata"]["name"]) for o in api.created} == {
         ("Deployment", "longrl-verifier"),

@@ -30,6 +30,7 @@ from longrl.data.io import DataError, Row, RowError, read_rows
 from longrl.data.prompts import chat_prompt
 from longrl.data.schema import SFTRecord
 from longrl.rewards.extraction import THINK_END
+from longrl.storage import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ class PrepareConfig(BaseModel):
         if any(b <= 0 for b in bounds) or any(b >= c for b, c in itertools.pairwise(bounds)):
             raise ValueError(f"must be positive and strictly ascending, got {bounds}")
         return bounds
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def length_summary(lengths: Sequence[int]) -> dict[str, float]:

@@ -22,6 +22,7 @@ import httpx
 
 from longrl import storage
 from longrl.serving.config import VerifierConfig
+from longrl.serving.watchdog import alive
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def start_detached(
     """
     if record_file.is_file():
         record = json.loads(record_file.read_text())
-        if _alive(record["pid"]):
+        if alive(record["pid"]):
             return record  # a retried step: the server is already up
     port = free_port(host)
     model = str(storage.localize(config.model)) if storage.is_s3(config.model) else config.model
@@ -172,16 +173,6 @@ def start_detached(
     return record
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_detached(record_file: Path, grace_s: float = 30.0) -> bool:
     """Stops a verifier started by ``start_detached``; False when none was running."""
     if not record_file.is_file():
@@ -189,13 +180,13 @@ def stop_detached(record_file: Path, grace_s: float = 30.0) -> bool:
     record = json.loads(record_file.read_text())
     pid = record["pid"]
     stopped = False
-    if _alive(pid):
+    if alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _alive(pid):
+            if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
             stopped = True
         except ProcessLookupError:

@@ -11,7 +11,7 @@ import sys
 import time
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     while child.poll() is None and not stopping:
-        if args.watch_pid and not _alive(args.watch_pid):
+        if args.watch_pid and not alive(args.watch_pid):
             break
         time.sleep(1.0)
     if child.poll() is None:

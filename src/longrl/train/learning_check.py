@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from longrl.data.prepare import PrepareConfig, prepare
 from longrl.data.synthetic import GenerateConfig, generate
-from longrl.tiny_model import TinyModelConfig, build_tiny_model
+from longrl.tiny_model import LEARNER_SHAPE, TinyModelConfig, build_tiny_model
 from longrl.tracking import read_metrics
 from longrl.train.config import TINY_RL, TINY_SFT, RLStepConfig, SFTStepConfig, with_overrides
 from longrl.train.rl import run_rl
@@ -63,11 +63,7 @@ def run(config: LearningCheckConfig) -> dict[str, Any]:
     model = build_tiny_model(
         TinyModelConfig(
             output_dir=str(work / "base-model"),
-            hidden_size=128,
-            num_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            intermediate_size=512,
+            **LEARNER_SHAPE,
             seed=config.seed,
         )
     )
