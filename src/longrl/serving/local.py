@@ -51,6 +51,14 @@ def _stop_process(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> No
         pass
 
 
+def server_environment(config: VerifierConfig) -> dict[str, str]:
+    """The server's environment: ours, its CPU KV cache size, and an unbuffered log (read while it runs)."""
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 class LocalVerifier:
     """``with LocalVerifier(config, log_file) as endpoint:`` serves the judge for the block's duration."""
 
@@ -75,8 +83,7 @@ class LocalVerifier:
             else self.config.model
         )
         command = self.config.local_command(sys.executable, model_path, self.port, self.host)
-        env = dict(os.environ)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.config.cpu_kv_cache_gib))
+        env = server_environment(self.config)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting verifier: %s (log: %s)", " ".join(command), self.log_file)
         with self.log_file.open("ab") as log:
@@ -155,8 +162,7 @@ def start_detached(
     if watch_pid:
         command += ["--watch-pid", str(watch_pid)]
     command += ["--", *config.local_command(sys.executable, model, port, host)]
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+    env = server_environment(config)
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
