@@ -8,8 +8,10 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlparse
+
+from tests.support.http_server import serve_http
 
 
 class FakeKfp:
@@ -125,12 +127,5 @@ def serve_kfp() -> Iterator[tuple[str, FakeKfp]]:
 
         do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - http.server naming
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as url:
+        yield url, state

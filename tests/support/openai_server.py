@@ -12,7 +12,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.http_server import serve_http
 
 _ANSWERS = re.compile(r"Answer 1: (?P<a>.*)\nAnswer 2: (?P<b>.*)", re.DOTALL)
 
@@ -117,12 +119,5 @@ def _handler(script: ScriptedVerifier) -> type[BaseHTTPRequestHandler]:
 def serve_verifier() -> Iterator[tuple[str, ScriptedVerifier]]:
     """Yields (base URL ending in /v1, script) for a server on a free loopback port."""
     script = ScriptedVerifier()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(_handler(script)) as url:
+        yield f"{url}/v1", script
