@@ -14,7 +14,7 @@ def prepare_data(
     validation_fraction: float,
     on_bad_row: str,
     tracking_uri: str,
-    parent_run_id: str,
+    experiment: str,
     name: str,
     data: Output[Dataset],
     stats: Output[Metrics],
@@ -42,4 +42,4 @@ def prepare_data(
         stats.log_metric(f"rejected_{reason}", count)
     for phase in result["phases"]:
         stats.log_metric(f"phase{phase['phase']}_train_rows", phase["train_rows"])
-    log_dataset_lineage(tracking_uri, parent_run_id, name, result)
+    log_dataset_lineage(tracking_uri, experiment, name, result)

@@ -9,13 +9,13 @@ def evaluate_model(
     trained: Input[Model],
     benchmarks: dict,
     overrides: dict,
-    verifier_endpoint: str,
+    verifier_mode: str,
+    verifier_model: str,
+    namespace: str,
     judge_max_tokens: int,
     tracking_uri: str,
     experiment: str,
     registered_model_name: str,
-    parent_run_id: str,
-    kfp_run_id: str,
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[Markdown],
@@ -27,7 +27,7 @@ def evaluate_model(
 
     from longrl import storage
     from longrl.registry import RegistryConfig
-    from longrl.steps import artifact_location, evaluate_step, step_tracking
+    from longrl.steps import artifact_location, evaluate_step, pipeline_judge, step_tracking
 
     output = artifact_location(evaluation.uri, evaluation.path)
     summary = evaluate_step(
@@ -35,10 +35,9 @@ def evaluate_model(
         output,
         benchmarks,
         overrides,
-        verifier_endpoint,
-        judge_max_tokens,
+        pipeline_judge(verifier_mode, namespace, judge_max_tokens),
         RegistryConfig(tracking_uri=tracking_uri, registered_model_name=registered_model_name),
-        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "evaluation"),
+        step_tracking(tracking_uri, experiment, "evaluation", {"verifier.model": verifier_model}),
     )
     metrics.log_metric("average", summary["average"])
     for name, values in summary["benchmarks"].items():

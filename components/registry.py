@@ -13,8 +13,6 @@ def register_model(
     registered_model_name: str,
     promotion_margin: float,
     auto_promote: bool,
-    parent_run_id: str,
-    kfp_run_id: str,
 ) -> str:
     """Registers the model (alias challenger) and promotes it to champion if its evaluation passes the gate."""
     import json
@@ -31,8 +29,7 @@ def register_model(
             promotion_margin=promotion_margin,
             auto_promote=auto_promote,
         ),
-        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "registration"),
-        kfp_run_id,
+        step_tracking(tracking_uri, experiment, "registration"),
     )
     print(json.dumps(outcome, indent=2))
     return json.dumps(outcome)

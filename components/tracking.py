@@ -7,7 +7,6 @@ from components.image import PIPELINE_IMAGE
 def open_tracking(
     tracking_uri: str,
     experiment: str,
-    kfp_run_id: str,
     base_model: str,
     preset: str,
     algorithm: str,
@@ -32,15 +31,15 @@ def open_tracking(
         "sft_overrides": sft_overrides,
         "rl_overrides": rl_overrides,
     }
-    return open_pipeline_run(tracking_uri, experiment, kfp_run_id, parameters)
+    return open_pipeline_run(tracking_uri, experiment, parameters)
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def finish_pipeline(tracking_uri: str, experiment: str, verifier_mode: str, kfp_run_id: str, namespace: str):
+def finish_pipeline(tracking_uri: str, experiment: str, verifier_mode: str, namespace: str):
     """Exit handler: stops the verifier (whatever happened before) and closes the pipeline's MLflow run."""
     from longrl.steps import close_pipeline_run, stop_verifier_step
 
     try:
-        stop_verifier_step(verifier_mode, kfp_run_id, namespace)
+        stop_verifier_step(verifier_mode, namespace)
     finally:
-        close_pipeline_run(tracking_uri, experiment, kfp_run_id)
+        close_pipeline_run(tracking_uri, experiment)

@@ -18,8 +18,6 @@ def train_sft(
     gpus_per_worker: int,
     tracking_uri: str,
     experiment: str,
-    parent_run_id: str,
-    kfp_run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
@@ -40,8 +38,7 @@ def train_sft(
             workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
         ),
-        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, "sft"),
-        kfp_run_id,
+        step_tracking(tracking_uri, experiment, "sft"),
     )
     model.metadata["global_step"] = result["global_step"]
     for key, value in result.get("validation", {}).items():
@@ -57,7 +54,8 @@ def train_rl_phase(
     overrides: dict,
     algorithm: str,
     reward: str,
-    verifier_endpoint: str,
+    verifier_mode: str,
+    verifier_model: str,
     judge_max_tokens: int,
     launcher: str,
     namespace: str,
@@ -66,13 +64,15 @@ def train_rl_phase(
     gpus_per_worker: int,
     tracking_uri: str,
     experiment: str,
-    parent_run_id: str,
-    kfp_run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """One curriculum RL phase (GRPO/DAPO, hybrid reward, retrospective sampling) as a Ray job."""
-    from longrl.steps import Placement, artifact_location, rl_step, step_tracking
+    """One curriculum RL phase (GRPO/DAPO, hybrid reward, retrospective sampling) as a Ray job.
+
+    The judge is this run's verifier (looked up, not an input, so that an unchanged phase is reused);
+    verifier_model is an input so that a different judge is a different phase.
+    """
+    from longrl.steps import Placement, artifact_location, pipeline_judge, rl_step, step_tracking
 
     result = rl_step(
         artifact_location(start.uri, start.path),
@@ -83,8 +83,7 @@ def train_rl_phase(
         overrides,
         algorithm,
         reward,
-        verifier_endpoint,
-        judge_max_tokens,
+        pipeline_judge(verifier_mode, namespace, judge_max_tokens),
         Placement(
             launcher=launcher,
             namespace=namespace,
@@ -92,8 +91,7 @@ def train_rl_phase(
             workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
         ),
-        step_tracking(tracking_uri, experiment, parent_run_id, kfp_run_id, f"rl-phase{phase}"),
-        kfp_run_id,
+        step_tracking(tracking_uri, experiment, f"rl-phase{phase}", {"verifier.model": verifier_model}),
     )
     model.metadata.update({"phase": phase, "global_step": result["global_step"]})
     for key, value in result.get("validation", {}).items():

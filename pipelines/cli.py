@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,21 @@ def upload(client: Any, package: Path, version: str | None) -> dict[str, str]:
     return {"pipeline_id": pipeline_id, "version_id": created.pipeline_version_id, "version": version}
 
 
+def without_caching(package: Path, output: Path) -> Path:
+    """A copy of ``package`` in which no task is reused from KFP's cache.
+
+    The client's ``enable_caching=False`` reaches only the DAG's top-level tasks, not the steps
+    inside the exit handler, and ``True`` would even cache the steps that must run every time.
+    """
+    documents = list(yaml.safe_load_all(package.read_text()))
+    spec = documents[0]
+    for component in (spec["root"], *spec.get("components", {}).values()):
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            task.setdefault("cachingOptions", {})["enableCache"] = False
+    output.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return output
+
+
 def submit(
     client: Any,
     package: Path,
@@ -104,13 +120,13 @@ def submit(
     run_name: str | None,
     caching: bool,
 ) -> dict[str, str]:
-    run = client.create_run_from_pipeline_package(
-        str(package),
-        arguments=arguments,
-        run_name=run_name,
-        experiment_name=experiment,
-        enable_caching=caching,
-    )
+    """One run; with ``caching`` unchanged steps are reused (each task's own setting decides)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if not caching:
+            package = without_caching(package, Path(scratch) / package.name)
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
+        )
     return {"run_id": run.run_id}
 
 
@@ -193,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("--output", type=Path, default=DEFAULT_PACKAGE)
     local = commands.add_parser("run-local", help="run the whole DAG here with kfp.local")
     local.add_argument("--work-dir", default="build/local")
+    local.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
     commands.add_parser("templates", help="write the reference RayJob and verifier objects to manifests/")
     for name, text in (
         ("upload", "upload the pipeline or a new version"),
@@ -240,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run-local":
             from pipelines.local_run import main as run_local
 
-            return run_local(["--work-dir", args.work_dir])
+            return run_local(["--work-dir", args.work_dir, *(["--no-caching"] if args.no_caching else [])])
         arguments = {} if args.command == "upload" else parse_arguments(args.param, args.params_file)
         client = kfp_client(args.host, args.namespace)
         package = args.package if args.package.is_file() else compile_pipeline(args.package)

@@ -7,9 +7,12 @@ launcher (a local Ray) and the verifier as a local ``vllm serve`` process.
 """
 
 import json
+import logging
 import os
+import re
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +115,29 @@ def prepare_tracking(work: Path, tracking_uri: str, experiment: str) -> None:
         client.create_experiment(experiment, artifact_location=(work / "mlartifacts").resolve().as_uri())
 
 
-def run(work_dir: str) -> dict[str, Any]:
+class ReusedTasks(logging.Handler):
+    """Collects and prints the tasks kfp.local serves from its cache.
+
+    kfp.local says so with ``logging.info`` on the root logger, which prints nothing by default.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.tasks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.match(r"Task (\S+) cache hit", record.getMessage())
+        if found and "kfp" in record.pathname:
+            self.tasks.append(found.group(1))
+            print(f"{record.getMessage()}", flush=True)
+
+
+def run(work_dir: str, caching: bool = True) -> dict[str, Any]:
+    """Runs the DAG in ``work_dir``; with ``caching``, steps whose inputs did not change since an
+    earlier run in the same directory are reused (kfp.local's cache, under ``kfp/.kfp_cache``)."""
     from kfp import local
 
+    from longrl.steps import RUN_ID_ENV
     from pipelines.longrl_pipeline import longrl_pipeline
 
     work = Path(work_dir).resolve()
@@ -123,14 +146,34 @@ def run(work_dir: str) -> dict[str, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["LONGRL_CACHE_DIR"] = str(work / "cache")
     os.environ["LONGRL_WATCH_PID"] = str(os.getpid())  # the local verifier stops if this process dies
+    run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    os.environ[RUN_ID_ENV] = run_id  # on a cluster, each step pod's pipeline/runid label
     started = time.monotonic()
     arguments = local_arguments(work, prepare_inputs(work))
     prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
     local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"), raise_on_error=True
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(work / "kfp"),
+        raise_on_error=True,
+        enable_caching=caching,
     )
-    longrl_pipeline(**arguments)
-    return {"work_dir": str(work), "arguments": arguments, "seconds": round(time.monotonic() - started, 1)}
+    reused = ReusedTasks()
+    root = logging.getLogger()
+    root.addHandler(reused)
+    level = root.level
+    root.setLevel(min(level, logging.INFO))
+    try:
+        longrl_pipeline(**arguments)
+    finally:
+        root.removeHandler(reused)
+        root.setLevel(level)
+    return {
+        "work_dir": str(work),
+        "run_id": run_id,
+        "reused": reused.tasks,
+        "arguments": arguments,
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def summary(outcome: dict[str, Any]) -> str:
@@ -154,6 +197,7 @@ def summary(outcome: dict[str, Any]) -> str:
         f"Registered model: {registry['name']} version {latest['version'] if latest else '-'} "
         f"(aliases: {json.dumps(registry['aliases'])})",
         f"Evaluation table: {tables[-1] if tables else '-'}",
+        "Reused unchanged: " + (", ".join(outcome["reused"]) or "nothing (every step ran)"),
     ]
     if tables:
         lines += ["", tables[-1].read_text()]
@@ -165,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli run-local", description=__doc__)
     parser.add_argument("--work-dir", default="build/local")
+    parser.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
     args = parser.parse_args(argv)
     try:
-        outcome = run(args.work_dir)
+        outcome = run(args.work_dir, caching=not args.no_caching)
     except RuntimeError as exc:  # kfp.local names the failed task; its log is above
         print(f"error: the local run failed: {exc}", file=sys.stderr)
         print(f"everything it made is under {Path(args.work_dir).resolve()}", file=sys.stderr)

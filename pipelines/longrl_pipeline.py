@@ -1,7 +1,10 @@
 """The longrl DAG: data prep -> SFT -> RL phase 1..K -> evaluation -> registration.
 
 The verifier is started before RL and stopped by the exit handler, which also closes the
-pipeline's MLflow run, whether the steps before it succeeded or not. Parameter defaults are the
+pipeline's MLflow run, whether the steps before it succeeded or not. Data preparation, SFT, the
+RL phases and evaluation take only what determines their result as inputs, so a re-run reuses
+every one whose inputs did not change (KFP's cache; kfp.local's when caching is on); the steps
+that act for one run (MLflow run, verifier, registration, exit handler) are never cached. Parameter defaults are the
 step configs' defaults (one definition); their descriptions become the Kubeflow UI form.
 """
 
@@ -24,7 +27,7 @@ from longrl.launchers.kuberay import KubeRayConfig
 from longrl.registry import RegistryConfig
 from longrl.rewards.judge import JudgeConfig
 from longrl.serving import ClusterVerifierConfig, VerifierConfig
-from longrl.steps import Placement
+from longrl.steps import RUN_ID_ENV, Placement
 from longrl.train.config import RLStepConfig
 
 # The number of RL phases is the DAG's shape, so it is fixed when compiling.
@@ -39,6 +42,12 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "LONGRL_S3_ENDPO
 
 def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
+
+
+# Steps learn their KFP run id from their pod's label, not from an input: an input that changes
+# every run is part of KFP's cache key, and no step of a re-run would ever be reused.
+def with_run_id(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_field_path_as_env(task, RUN_ID_ENV, "metadata.labels['pipeline/runid']")
 
 
 def default(config_type, field: str):
@@ -122,20 +131,17 @@ def longrl_pipeline(
     promotion_margin: float = default(RegistryConfig, "promotion_margin"),
     auto_promote: bool = default(RegistryConfig, "auto_promote"),
 ):
-    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
     # The exit task may depend on no other task: it finds the MLflow run by the KFP run id.
     finish = finish_pipeline(
         tracking_uri=mlflow_tracking_uri,
         experiment=mlflow_experiment,
         verifier_mode=verifier_mode,
-        kfp_run_id=run_id,
         namespace=namespace,
     ).set_display_name("stop verifier, close run")
     with dsl.ExitHandler(finish, name="longrl"):
         tracking = open_tracking(
             tracking_uri=mlflow_tracking_uri,
             experiment=mlflow_experiment,
-            kfp_run_id=run_id,
             base_model=base_model,
             preset=preset,
             algorithm=algorithm,
@@ -146,7 +152,6 @@ def longrl_pipeline(
             sft_overrides=sft_overrides,
             rl_overrides=rl_overrides,
         ).set_display_name("open MLflow run")
-        parent = tracking.output
         placement = {
             "launcher": launcher,
             "namespace": namespace,
@@ -154,12 +159,7 @@ def longrl_pipeline(
             "ray_workers": ray_workers,
             "gpus_per_worker": gpus_per_worker,
         }
-        tracked = {
-            "tracking_uri": mlflow_tracking_uri,
-            "experiment": mlflow_experiment,
-            "parent_run_id": parent,
-            "kfp_run_id": run_id,
-        }
+        tracked = {"tracking_uri": mlflow_tracking_uri, "experiment": mlflow_experiment}
         sft_data_task = prepare_data(
             inputs=sft_data,
             tokenizer_model=base_model,
@@ -168,9 +168,8 @@ def longrl_pipeline(
             sft_max_tokens=sft_max_tokens,
             validation_fraction=0.0,
             on_bad_row=on_bad_row,
-            tracking_uri=mlflow_tracking_uri,
-            parent_run_id=parent,
             name="sft",
+            **tracked,
         ).set_display_name("prepare SFT data")
         rl_data_task = prepare_data(
             inputs=rl_data,
@@ -180,14 +179,12 @@ def longrl_pipeline(
             sft_max_tokens=sft_max_tokens,
             validation_fraction=validation_fraction,
             on_bad_row=on_bad_row,
-            tracking_uri=mlflow_tracking_uri,
-            parent_run_id=parent,
             name="rl",
+            **tracked,
         ).set_display_name("prepare RL data")
         verifier = start_verifier(
             mode=verifier_mode,
             model=verifier_model,
-            kfp_run_id=run_id,
             max_model_len=verifier_max_model_len,
             namespace=namespace,
             image=verifier_image,
@@ -204,6 +201,11 @@ def longrl_pipeline(
             **tracked,
         ).set_display_name("warm-up SFT")
         latest = sft.outputs["model"]
+        judged = {
+            "verifier_mode": verifier_mode,
+            "verifier_model": verifier_model,
+            "judge_max_tokens": judge_max_tokens,
+        }
         rl_phases = []
         for phase in range(1, RL_PHASES + 1):
             rl = train_rl_phase(
@@ -214,22 +216,23 @@ def longrl_pipeline(
                 overrides=rl_overrides,
                 algorithm=algorithm,
                 reward=reward,
-                verifier_endpoint=verifier.output,
-                judge_max_tokens=judge_max_tokens,
+                **judged,
                 **placement,
                 **tracked,
             ).set_display_name(f"RL phase {phase}")
+            rl.after(verifier)
             rl_phases.append(rl)
             latest = rl.outputs["model"]
         evaluation = evaluate_model(
             trained=latest,
             benchmarks=eval_benchmarks,
             overrides=eval_overrides,
-            verifier_endpoint=verifier.output,
-            judge_max_tokens=judge_max_tokens,
+            namespace=namespace,
             registered_model_name=registered_model_name,
+            **judged,
             **tracked,
         ).set_display_name("evaluate")
+        evaluation.after(verifier)
         registration = register_model(
             trained=latest,
             evaluation=evaluation.outputs["evaluation"],
@@ -238,8 +241,15 @@ def longrl_pipeline(
             auto_promote=auto_promote,
             **tracked,
         ).set_display_name("register in MLflow")
-        for task in (sft_data_task, rl_data_task, verifier, sft, *rl_phases, evaluation, registration):
+        reusable = (sft_data_task, rl_data_task, sft, *rl_phases, evaluation)
+        for task in reusable:
+            task.after(tracking)  # they log into the pipeline's MLflow run
+        for task in (tracking, verifier, registration, finish):
+            task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
+        for task in (*reusable, verifier, registration):
             with_s3_credentials(task)
+        for task in (tracking, *reusable, verifier, registration, finish):
+            with_run_id(task)
 
 
 longrl_pipeline.__doc__ = _docstring()

@@ -72,17 +72,35 @@ def lineage_tags(kfp_run_id: str) -> dict[str, str]:
     return tags
 
 
+# The KFP run a step belongs to comes from the environment, never from a step input: an input
+# is part of KFP's cache key, and one that changes every run means no step is ever reused. On a
+# cluster it is the step pod's ``pipeline/runid`` label (``longrl_pipeline.with_run_id``); under
+# kfp.local, whose own run id is random and not exported, ``pipelines/local_run`` sets it.
+RUN_ID_ENV = "LONGRL_KFP_RUN_ID"
+
+
+def pipeline_run_id() -> str:
+    run_id = os.environ.get(RUN_ID_ENV, "").strip()
+    if not run_id:
+        raise RuntimeError(
+            f"{RUN_ID_ENV} is not set: a pipeline step needs its KFP run id "
+            "(the pod's pipeline/runid label on a cluster; pipelines.cli run-local sets it locally)"
+        )
+    return run_id
+
+
 def _pipeline_runs(client: Any, experiment_id: str, kfp_run_id: str) -> list[Any]:
     query = f"tags.`kfp.run_id` = '{kfp_run_id}' and tags.`longrl.level` = 'pipeline'"
     return client.search_runs([experiment_id], query)
 
 
-def open_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, parameters: dict[str, Any]) -> str:
+def open_pipeline_run(tracking_uri: str, experiment: str, parameters: dict[str, Any]) -> str:
     """The pipeline run's parent MLflow run (left open; ``close_pipeline_run`` ends it)."""
     from mlflow import MlflowClient
 
     from longrl.tracking import flatten
 
+    kfp_run_id = pipeline_run_id()
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
@@ -99,10 +117,11 @@ def open_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str, param
     return run.info.run_id
 
 
-def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str) -> None:
+def close_pipeline_run(tracking_uri: str, experiment: str) -> None:
     """Ends the pipeline's MLflow run: FINISHED when every step finished, FAILED otherwise."""
     from mlflow import MlflowClient
 
+    kfp_run_id = pipeline_run_id()
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -119,21 +138,39 @@ def close_pipeline_run(tracking_uri: str, experiment: str, kfp_run_id: str) -> N
         client.set_terminated(run.info.run_id, status="FINISHED" if registered else "FAILED")
 
 
+def find_pipeline_run(tracking_uri: str, experiment: str) -> str:
+    """The MLflow run ``open_pipeline_run`` opened for this KFP run."""
+    from mlflow import MlflowClient
+
+    kfp_run_id = pipeline_run_id()
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = _pipeline_runs(client, found.experiment_id, kfp_run_id) if found else []
+    if not runs:
+        raise RuntimeError(
+            f"no MLflow pipeline run tagged kfp.run_id={kfp_run_id} in experiment {experiment!r} "
+            f"at {tracking_uri}: the 'open MLflow run' step opens it first"
+        )
+    return runs[0].info.run_id
+
+
 def step_tracking(
-    tracking_uri: str, experiment: str, parent_run_id: str, kfp_run_id: str, name: str
+    tracking_uri: str, experiment: str, name: str, tags: dict[str, str] | None = None
 ) -> TrackingConfig:
+    """A step's MLflow run: a child of this KFP run's pipeline run, tagged with its lineage."""
     return TrackingConfig(
         tracking_uri=tracking_uri,
         experiment=experiment,
-        parent_run_id=parent_run_id,
+        parent_run_id=find_pipeline_run(tracking_uri, experiment),
         run_name=name,
-        tags=lineage_tags(kfp_run_id),
+        tags={**lineage_tags(pipeline_run_id()), **(tags or {})},
     )
 
 
-def log_dataset_lineage(tracking_uri: str, parent_run_id: str, name: str, stats: dict[str, Any]) -> None:
+def log_dataset_lineage(tracking_uri: str, experiment: str, name: str, stats: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
+    parent_run_id = find_pipeline_run(tracking_uri, experiment)
     client = MlflowClient(tracking_uri)
     client.set_tag(parent_run_id, f"dataset.{name}.hash", stats["dataset_hash"])
     for item in stats["inputs"]:
@@ -190,7 +227,6 @@ def verifier_name(kfp_run_id: str) -> str:
 def start_verifier_step(
     mode: VerifierMode,
     model: str,
-    kfp_run_id: str,
     max_model_len: int,
     namespace: str,
     image: str,
@@ -201,6 +237,7 @@ def start_verifier_step(
     from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
 
     verifier = VerifierConfig(model=model, max_model_len=max_model_len)
+    kfp_run_id = pipeline_run_id()
     if mode == "none":
         return ""
     if mode == "kubernetes":
@@ -216,9 +253,29 @@ def start_verifier_step(
     return record["base_url"]
 
 
-def stop_verifier_step(mode: VerifierMode, kfp_run_id: str, namespace: str) -> None:
+def verifier_endpoint(mode: VerifierMode, namespace: str) -> str:
+    """The OpenAI API base URL of the judge ``start_verifier_step`` started for this KFP run.
+
+    Steps look it up instead of taking it as an input: the URL names the run, and an input that
+    changes every run would keep KFP from reusing the step.
+    """
+    from longrl.serving import ClusterVerifierConfig
+
+    if mode == "none":
+        return ""
+    kfp_run_id = pipeline_run_id()
+    if mode == "kubernetes":
+        return ClusterVerifierConfig(namespace=namespace, name=verifier_name(kfp_run_id)).base_url
+    record = _pid_file(kfp_run_id)
+    if not record.is_file():
+        raise RuntimeError(f"no local verifier was started for run {kfp_run_id} ({record} is missing)")
+    return json.loads(record.read_text())["base_url"]
+
+
+def stop_verifier_step(mode: VerifierMode, namespace: str) -> None:
     from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
 
+    kfp_run_id = pipeline_run_id()
     if mode == "kubernetes":
         from longrl.launchers.kube import RealKubernetesApi
 
@@ -235,6 +292,11 @@ def stop_verifier_step(mode: VerifierMode, kfp_run_id: str, namespace: str) -> N
 
 def judge_config(endpoint: str, max_tokens: int = 512) -> JudgeConfig | None:
     return JudgeConfig(base_url=endpoint, model="verifier", max_tokens=max_tokens) if endpoint else None
+
+
+def pipeline_judge(verifier_mode: VerifierMode, namespace: str, max_tokens: int) -> JudgeConfig | None:
+    """The judge this KFP run's verifier serves (None without one)."""
+    return judge_config(verifier_endpoint(verifier_mode, namespace), max_tokens)
 
 
 class Placement(BaseModel):
@@ -264,13 +326,13 @@ class Placement(BaseModel):
         )
 
 
-def _run_training(
-    step: str, config: TrainingConfig, placement: Placement, kfp_run_id: str, name: str
-) -> dict[str, Any]:
+def _run_training(step: str, config: TrainingConfig, placement: Placement, name: str) -> dict[str, Any]:
     from longrl.launchers import KubeRayLauncher, LocalLauncher, rayjob_name
 
     if placement.launcher == "kuberay":
         from longrl.launchers.kube import RealKubernetesApi
+
+        kfp_run_id = pipeline_run_id()
 
         return KubeRayLauncher(RealKubernetesApi(), placement.kuberay()).run(
             step, config, rayjob_name(kfp_run_id, name), labels={"longrl.io/kfp-run": kfp_run_id[:63]}
@@ -287,7 +349,6 @@ def sft_step(
     overrides: dict[str, Any],
     placement: Placement,
     tracking: TrackingConfig,
-    kfp_run_id: str,
 ) -> dict[str, Any]:
     values = merge_options(PRESETS[preset]["sft"], overrides)
     config = SFTStepConfig.model_validate(
@@ -303,7 +364,7 @@ def sft_step(
             },
         )
     )
-    return _run_training("sft", config, placement, kfp_run_id, "sft")
+    return _run_training("sft", config, placement, "sft")
 
 
 def model_dir(step_output: str) -> str:
@@ -328,14 +389,11 @@ def rl_step(
     overrides: dict[str, Any],
     algorithm: str,
     reward: str,
-    endpoint: str,
-    judge_max_tokens: int,
+    judge: JudgeConfig | None,
     placement: Placement,
     tracking: TrackingConfig,
-    kfp_run_id: str,
 ) -> dict[str, Any]:
     values = merge_options(PRESETS[preset]["rl"], overrides)
-    judge = judge_config(endpoint, judge_max_tokens)
     config = RLStepConfig.model_validate(
         merge_options(
             values,
@@ -354,7 +412,7 @@ def rl_step(
             },
         )
     )
-    return _run_training("rl", config, placement, kfp_run_id, f"rl-phase{phase}")
+    return _run_training("rl", config, placement, f"rl-phase{phase}")
 
 
 # ----- evaluation and registry -----------------------------------------------------------------
@@ -365,8 +423,7 @@ def evaluate_step(
     output: str,
     benchmarks: dict[str, str],
     overrides: dict[str, Any],
-    endpoint: str,
-    judge_max_tokens: int,
+    judge: JudgeConfig | None,
     registry: RegistryConfig,
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
@@ -398,7 +455,7 @@ def evaluate_step(
                 "model": model_dir(trained),
                 "output_dir": output,
                 "benchmarks": benchmarks,
-                "judge": judge_config(endpoint, judge_max_tokens).model_dump() if endpoint else None,
+                "judge": judge.model_dump() if judge else None,
                 "baseline": baseline_dir,
                 "baseline_name": champion_name,
                 "tracking": tracking.model_dump(),
@@ -409,7 +466,7 @@ def evaluate_step(
 
 
 def register_step(
-    trained: str, evaluation_dir: str, registry: RegistryConfig, tracking: TrackingConfig, kfp_run_id: str
+    trained: str, evaluation_dir: str, registry: RegistryConfig, tracking: TrackingConfig
 ) -> dict[str, Any]:
     from longrl.evaluation.run import read_summary
     from longrl.tracking import step_run
@@ -419,5 +476,5 @@ def register_step(
         if run_id is None:
             raise RuntimeError("registration needs an MLflow tracking URI")
         return register_candidate(
-            registry, model_dir(trained), summary, run_id, tags=lineage_tags(kfp_run_id)
+            registry, model_dir(trained), summary, run_id, tags=lineage_tags(pipeline_run_id())
         )

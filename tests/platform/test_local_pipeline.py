@@ -65,3 +65,51 @@ def test_the_model_is_registered_with_an_alias(local_run) -> None:
     assert registry["aliases"]["challenger"] == "1"
     assert registry["aliases"]["champion"] == "1"  # the first version has no champion to beat
     assert "average" in registry["versions"][0]["metrics"]
+
+
+REUSABLE = (
+    "prepare-data",
+    "prepare-data-2",
+    "train-sft",
+    "train-rl-phase",
+    "train-rl-phase-2",
+    "evaluate-model",
+)
+
+
+@pytest.fixture(scope="module")
+def local_rerun(local_run):
+    work, _ = local_run
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run-local", "--work-dir", str(work)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    return work, done.stdout + done.stderr
+
+
+def test_a_rerun_with_nothing_changed_reuses_every_step_but_the_runs_own(local_rerun) -> None:
+    work, log = local_rerun
+    for task in REUSABLE:
+        assert f"Task {task} cache hit" in log, task
+    assert "Registered model: longrl-local version 2" in log
+    assert "Task open-tracking cache hit" not in log and "Task register-model cache hit" not in log
+
+
+def test_the_rerun_has_its_own_finished_mlflow_run(local_rerun) -> None:
+    from mlflow import MlflowClient
+
+    work, _ = local_rerun
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("longrl-local")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.data.tags.get("longrl.level") == "pipeline"]
+    assert len(parents) == 2 and parents[0].data.tags["kfp.run_id"] != parents[1].data.tags["kfp.run_id"]
+    assert all(parent.info.status == "FINISHED" for parent in parents)
+    rerun_children = {
+        r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id
+    }
+    assert rerun_children == {"registration"}  # the reused steps' runs stay with the run that computed them

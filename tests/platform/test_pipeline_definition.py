@@ -87,6 +87,39 @@ def test_every_step_but_tracking_gets_the_s3_secret(compiled) -> None:
     assert every - with_secret == {"exec-open-tracking", "exec-finish-pipeline"}
 
 
+ACT_FOR_ONE_RUN = {"open-tracking", "start-verifier", "register-model", "finish-pipeline"}
+
+
+def _tasks(spec) -> dict:
+    tasks = {}
+    for component in (spec["root"], *spec["components"].values()):
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_only_steps_that_act_for_one_run_are_never_reused(compiled) -> None:
+    spec, _ = yaml.safe_load_all(compiled.read_text())
+    cached = {
+        name for name, task in _tasks(spec).items() if task.get("cachingOptions", {}).get("enableCache")
+    }
+    steps = set(_tasks(spec)) - {"exit-handler-1"}
+    assert steps - cached == ACT_FOR_ONE_RUN
+    # A reusable step's inputs must not change from run to run, or KFP's cache never hits.
+    assert "{{$.pipeline_job" not in compiled.read_text()
+
+
+def test_every_step_learns_its_run_id_from_its_pod(compiled) -> None:
+    from longrl.steps import RUN_ID_ENV
+
+    spec, platform = yaml.safe_load_all(compiled.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for name, config in executors.items():
+        assert {"name": RUN_ID_ENV, "fieldPath": "metadata.labels['pipeline/runid']"} in config[
+            "fieldPathAsEnv"
+        ], name
+
+
 def test_compiling_is_deterministic(compiled, tmp_path) -> None:
     again = cli.compile_pipeline(tmp_path / "again.yaml")
     assert again.read_text() == compiled.read_text()
@@ -128,6 +161,25 @@ def test_upload_submit_and_schedule_against_a_kfp_server(compiled, monkeypatch, 
         )
         (run,) = kfp.runs
         assert run["runtime_config"]["parameters"] == {"preset": "tiny", "phase_max_tokens": [1000, 2000]}
+        caching = {
+            name: task.get("cachingOptions", {}).get("enableCache", False)
+            for name, task in _tasks(run["pipeline_spec"]["pipeline_spec"]).items()
+        }
+        assert caching["train-sft"] and not caching["start-verifier"]  # each task's own setting
+        submit = [
+            "submit",
+            "--host",
+            url,
+            "--package",
+            str(compiled),
+            "--experiment",
+            "nightly",
+            "--no-caching",
+        ]
+        assert cli.main(submit) == 0
+        sent = _tasks(kfp.runs[-1]["pipeline_spec"]["pipeline_spec"])
+        assert not any(task.get("cachingOptions", {}).get("enableCache") for task in sent.values())
+        kfp.runs.pop()
         # with Kubernetes settings the client sends the pipeline spec and the platform spec together
         assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "longrl"
         assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]

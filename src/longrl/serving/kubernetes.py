@@ -41,6 +41,11 @@ class ClusterVerifierConfig(BaseModel):
     ready_timeout_s: float = Field(1800.0, gt=0, description="Give up if not ready by then")
     poll_interval_s: float = Field(10.0, gt=0, description="Seconds between readiness checks")
 
+    @property
+    def base_url(self) -> str:
+        """The Service's OpenAI API base URL, inside the cluster."""
+        return f"http://{self.name}.{self.namespace}.svc.cluster.local:{PORT}/v1"
+
 
 def _labels(config: ClusterVerifierConfig) -> dict[str, str]:
     return {
@@ -137,7 +142,7 @@ class ClusterVerifier:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.cluster.name}.{self.cluster.namespace}.svc.cluster.local:{PORT}/v1"
+        return self.cluster.base_url
 
     def start(self) -> str:
         for obj in build_verifier_objects(self.verifier, self.cluster):
