@@ -24,7 +24,7 @@ def prepare_data(
     RL data is split into the phases' length bands; SFT data is one band, up to sft_max_tokens.
     (The band is chosen here: KFP cannot pass a list built from pipeline parameters.)
     """
-    from longrl.steps import artifact_location, log_dataset_lineage, prepare_step
+    from longrl.steps import artifact_location, keep_metrics_file, log_dataset_lineage, prepare_step
 
     result = prepare_step(
         inputs,
@@ -42,4 +42,5 @@ def prepare_data(
         stats.log_metric(f"rejected_{reason}", count)
     for phase in result["phases"]:
         stats.log_metric(f"phase{phase['phase']}_train_rows", phase["train_rows"])
+    keep_metrics_file(stats)
     log_dataset_lineage(tracking_uri, experiment, name, result)

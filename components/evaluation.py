@@ -27,7 +27,13 @@ def evaluate_model(
 
     from longrl import storage
     from longrl.registry import RegistryConfig
-    from longrl.steps import artifact_location, evaluate_step, pipeline_judge, step_tracking
+    from longrl.steps import (
+        artifact_location,
+        evaluate_step,
+        keep_metrics_file,
+        pipeline_judge,
+        step_tracking,
+    )
 
     output = artifact_location(evaluation.uri, evaluation.path)
     summary = evaluate_step(
@@ -42,6 +48,7 @@ def evaluate_model(
     metrics.log_metric("average", summary["average"])
     for name, values in summary["benchmarks"].items():
         metrics.log_metric(f"{name}_score", values["score"])
+    keep_metrics_file(metrics)
     Path(report.path).write_text(storage.read_text(storage.join(output, "comparison.md")))
     png = storage.localize(storage.join(output, "comparison.png")).read_bytes()
     Path(chart.path).write_text(

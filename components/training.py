@@ -22,7 +22,7 @@ def train_sft(
     metrics: Output[Metrics],
 ):
     """Warm-up SFT as a Ray job (local Ray or a KubeRay RayJob); scored on the RL validation split."""
-    from longrl.steps import Placement, artifact_location, sft_step, step_tracking
+    from longrl.steps import Placement, artifact_location, keep_metrics_file, sft_step, step_tracking
 
     result = sft_step(
         base_model,
@@ -43,6 +43,7 @@ def train_sft(
     model.metadata["global_step"] = result["global_step"]
     for key, value in result.get("validation", {}).items():
         metrics.log_metric(key.replace("/", "_"), value)
+    keep_metrics_file(metrics)
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
@@ -72,7 +73,14 @@ def train_rl_phase(
     The judge is this run's verifier (looked up, not an input, so that an unchanged phase is reused);
     verifier_model is an input so that a different judge is a different phase.
     """
-    from longrl.steps import Placement, artifact_location, pipeline_judge, rl_step, step_tracking
+    from longrl.steps import (
+        Placement,
+        artifact_location,
+        keep_metrics_file,
+        pipeline_judge,
+        rl_step,
+        step_tracking,
+    )
 
     result = rl_step(
         artifact_location(start.uri, start.path),
@@ -97,3 +105,4 @@ def train_rl_phase(
     for key, value in result.get("validation", {}).items():
         metrics.log_metric(key.replace("/", "_"), value)
     metrics.log_metric("retrospective_drawn", result["curriculum"]["retrospective_drawn"])
+    keep_metrics_file(metrics)

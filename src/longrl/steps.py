@@ -43,6 +43,17 @@ def artifact_location(uri: str, path: str) -> str:
     return path
 
 
+def keep_metrics_file(metrics: Any) -> None:
+    """Writes a KFP Metrics artifact's values into its file as well.
+
+    KFP keeps metrics in the artifact's metadata and never creates the file; kfp.local's cache
+    (kfp 2.17) takes a missing artifact file for a deleted output and runs the step again.
+    """
+    path = Path(metrics.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics.metadata, indent=2, sort_keys=True))
+
+
 # ----- tracking ------------------------------------------------------------------------------
 
 
