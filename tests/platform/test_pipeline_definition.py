@@ -141,24 +141,9 @@ def test_upload_submit_and_schedule_against_a_kfp_server(compiled, monkeypatch, 
         assert cli.main(["upload", "--host", url, "--package", str(compiled), "--version", "v1"]) == 0
         assert cli.main(["upload", "--host", url, "--package", str(compiled), "--version", "v2"]) == 0
         assert len(kfp.pipelines) == 1 and [v["display_name"] for v in kfp.versions] == ["v1", "v2"]
-        assert (
-            cli.main(
-                [
-                    "submit",
-                    "--host",
-                    url,
-                    "--package",
-                    str(compiled),
-                    "--experiment",
-                    "nightly",
-                    "--param",
-                    "preset=tiny",
-                    "--param",
-                    "phase_max_tokens=[1000, 2000]",
-                ]
-            )
-            == 0
-        )
+        submit = ["submit", "--host", url, "--package", str(compiled), "--experiment", "nightly"]
+        parameters = ["--param", "preset=tiny", "--param", "phase_max_tokens=[1000, 2000]"]
+        assert cli.main([*submit, *parameters]) == 0
         (run,) = kfp.runs
         assert run["runtime_config"]["parameters"] == {"preset": "tiny", "phase_max_tokens": [1000, 2000]}
         caching = {
@@ -166,17 +151,7 @@ def test_upload_submit_and_schedule_against_a_kfp_server(compiled, monkeypatch, 
             for name, task in _tasks(run["pipeline_spec"]["pipeline_spec"]).items()
         }
         assert caching["train-sft"] and not caching["start-verifier"]  # each task's own setting
-        submit = [
-            "submit",
-            "--host",
-            url,
-            "--package",
-            str(compiled),
-            "--experiment",
-            "nightly",
-            "--no-caching",
-        ]
-        assert cli.main(submit) == 0
+        assert cli.main([*submit, "--no-caching"]) == 0
         sent = _tasks(kfp.runs[-1]["pipeline_spec"]["pipeline_spec"])
         assert not any(task.get("cachingOptions", {}).get("enableCache") for task in sent.values())
         kfp.runs.pop()
