@@ -208,7 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser = commands.add_parser("compile", help="write the pipeline IR YAML")
     compile_parser.add_argument("--output", type=Path, default=DEFAULT_PACKAGE)
     local = commands.add_parser("run-local", help="run the whole DAG here with kfp.local")
-    local.add_argument("--work-dir", default="build/local")
+    local.add_argument(
+        "--work-dir",
+        default="build/local",
+        help="where the run keeps everything it makes (default: %(default)s)",
+    )
     local.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
     commands.add_parser("templates", help="write the reference RayJob and verifier objects to manifests/")
     for name, text in (

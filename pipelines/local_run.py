@@ -208,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m pipelines.cli run-local", description=__doc__)
-    parser.add_argument("--work-dir", default="build/local")
+    parser.add_argument(
+        "--work-dir",
+        default="build/local",
+        help="where the run keeps everything it makes (default: %(default)s)",
+    )
     parser.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
     args = parser.parse_args(argv)
     try:
