@@ -100,9 +100,13 @@ def pipeline_run_id() -> str:
     return run_id
 
 
-def _pipeline_runs(client: Any, experiment_id: str, kfp_run_id: str) -> list[Any]:
-    query = f"tags.`kfp.run_id` = '{kfp_run_id}' and tags.`longrl.level` = 'pipeline'"
-    return client.search_runs([experiment_id], query)
+def _pipeline_runs(client: Any, experiment: str) -> list[Any]:
+    """This KFP run's pipeline runs in ``experiment``: one once ``open_pipeline_run`` made it."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`kfp.run_id` = '{pipeline_run_id()}' and tags.`longrl.level` = 'pipeline'"
+    return client.search_runs([found.experiment_id], query)
 
 
 def open_pipeline_run(tracking_uri: str, experiment: str, parameters: dict[str, Any]) -> str:
@@ -111,13 +115,13 @@ def open_pipeline_run(tracking_uri: str, experiment: str, parameters: dict[str, 
 
     from longrl.tracking import flatten
 
-    kfp_run_id = pipeline_run_id()
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-    existing = _pipeline_runs(client, experiment_id, kfp_run_id)
+    existing = _pipeline_runs(client, experiment)
     if existing:  # a retried task: keep one parent run per pipeline run
         return existing[0].info.run_id
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    kfp_run_id = pipeline_run_id()
     run = client.create_run(
         experiment_id,
         run_name=f"pipeline-{kfp_run_id}",
@@ -132,16 +136,12 @@ def close_pipeline_run(tracking_uri: str, experiment: str) -> None:
     """Ends the pipeline's MLflow run: FINISHED when every step finished, FAILED otherwise."""
     from mlflow import MlflowClient
 
-    kfp_run_id = pipeline_run_id()
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return
-    for run in _pipeline_runs(client, found.experiment_id, kfp_run_id):
+    for run in _pipeline_runs(client, experiment):
         if run.info.status != "RUNNING":
             continue
         children = client.search_runs(
-            [found.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
+            [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"
         )
         registered = any(
             child.info.run_name == "registration" and child.info.status == "FINISHED" for child in children
@@ -153,13 +153,10 @@ def find_pipeline_run(tracking_uri: str, experiment: str) -> str:
     """The MLflow run ``open_pipeline_run`` opened for this KFP run."""
     from mlflow import MlflowClient
 
-    kfp_run_id = pipeline_run_id()
-    client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    runs = _pipeline_runs(client, found.experiment_id, kfp_run_id) if found else []
+    runs = _pipeline_runs(MlflowClient(tracking_uri), experiment)
     if not runs:
         raise RuntimeError(
-            f"no MLflow pipeline run tagged kfp.run_id={kfp_run_id} in experiment {experiment!r} "
+            f"no MLflow pipeline run tagged kfp.run_id={pipeline_run_id()} in experiment {experiment!r} "
             f"at {tracking_uri}: the 'open MLflow run' step opens it first"
         )
     return runs[0].info.run_id
