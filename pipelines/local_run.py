@@ -129,7 +129,7 @@ class ReusedTasks(logging.Handler):
         found = re.match(r"Task (\S+) cache hit", record.getMessage())
         if found and "kfp" in record.pathname:
             self.tasks.append(found.group(1))
-            print(f"{record.getMessage()}", flush=True)
+            print(record.getMessage(), flush=True)
 
 
 def run(work_dir: str, caching: bool = True) -> dict[str, Any]:

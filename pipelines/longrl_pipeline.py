@@ -1,10 +1,10 @@
 """The longrl DAG: data prep -> SFT -> RL phase 1..K -> evaluation -> registration.
 
-The verifier is started before RL and stopped by the exit handler, which also closes the
-pipeline's MLflow run, whether the steps before it succeeded or not. Data preparation, SFT, the
-RL phases and evaluation take only what determines their result as inputs, so a re-run reuses
-every one whose inputs did not change (KFP's cache; kfp.local's when caching is on); the steps
-that act for one run (MLflow run, verifier, registration, exit handler) are never cached. Parameter defaults are the
+The verifier is started before RL and stopped by the exit handler, which also closes the pipeline's
+MLflow run, whether the steps before it succeeded or not. Data preparation, SFT, the RL phases and
+evaluation take only what determines their result as inputs, so a re-run reuses every one whose
+inputs did not change (KFP's cache; kfp.local's when caching is on); the steps that act for one run
+(MLflow run, verifier, registration, exit handler) are never cached. Parameter defaults are the
 step configs' defaults (one definition); their descriptions become the Kubeflow UI form.
 """
 
@@ -242,14 +242,15 @@ def longrl_pipeline(
             **tracked,
         ).set_display_name("register in MLflow")
         reusable = (sft_data_task, rl_data_task, sft, *rl_phases, evaluation)
+        one_run = (tracking, verifier, registration, finish)
         for task in reusable:
             task.after(tracking)  # they log into the pipeline's MLflow run
-        for task in (tracking, verifier, registration, finish):
+        for task in one_run:
             task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
+        for task in (*reusable, *one_run):
+            with_run_id(task)
         for task in (*reusable, verifier, registration):
             with_s3_credentials(task)
-        for task in (tracking, *reusable, verifier, registration, finish):
-            with_run_id(task)
 
 
 longrl_pipeline.__doc__ = _docstring()
