@@ -15,6 +15,12 @@ REQUIRED_MODULES = (
     "transformers",
     "tokenizers",
     "trl",
+    "accelerate",
+    "deepspeed",
+    # verl beside transformers 5.19 (installed without its deps): its trainer, config and reward code.
+    "verl.trainer.main_ppo",
+    "verl.workers.reward_manager",
+    "verl.utils.dataset.rl_dataset",
     "datasets",
     "ray",
     "ray.train",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ METRICS_FILE = "metrics.jsonl"
 
 class TrackingConfig(BaseModel):
     """Where a step's metrics go."""
+
+    model_config = ConfigDict(extra="forbid")
 
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else off"

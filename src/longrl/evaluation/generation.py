@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from longrl.data.prompts import chat_prompt
 from longrl.evaluation.benchmarks import EvalRecord
@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 class GenerationConfig(BaseModel):
     """Sampling as in the paper, and how vLLM holds the model."""
+
+    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(0.7, ge=0, description="Sampling temperature")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")

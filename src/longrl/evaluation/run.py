@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from longrl import storage
 from longrl.evaluation.benchmarks import EvalRecord, load_benchmark
@@ -31,6 +31,8 @@ PLOT_FILE = "comparison.png"
 
 class EvalConfig(BaseModel):
     """Evaluate a model on long-document QA benchmarks and compare it with a baseline."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Model to evaluate: a Hugging Face directory or s3:// URI")
     output_dir: str = Field(description="Where predictions, metrics and the comparison go (local or s3://)")

@@ -20,7 +20,7 @@ import threading
 import weakref
 
 import openai
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ CacheKey = tuple[str, str, str]
 
 class JudgeConfig(BaseModel):
     """Where the verifier is served and how hard to try it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(
         description="OpenAI-compatible API root of the verifier, e.g. http://verifier:8000/v1"

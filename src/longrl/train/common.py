@@ -43,7 +43,7 @@ def trainer_arguments(config: TrainingConfig) -> dict[str, Any]:
         "save_steps": config.save_steps,
         "save_total_limit": config.save_total_limit,
         "logging_steps": config.logging_steps,
-        "gradient_checkpointing": config.gradient_checkpointing,
+        "gradient_checkpointing": config.parallelism.gradient_checkpointing,
         "bf16": config.bf16,
         "use_cpu": not config.ray.use_gpu,
         "report_to": [],

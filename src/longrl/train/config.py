@@ -10,18 +10,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longrl.cli import merge_options
+from longrl.plan.placement import EngineChoice, Parallelism, engine_problems
 from longrl.rewards.judge import JudgeConfig
 from longrl.tracking import TrackingConfig
 
 
 class RayResources(BaseModel):
-    """How a step is spread over Ray Train workers."""
+    """How many workers a step has and what hardware they sit on (the planner's view of the GPUs)."""
 
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+    model_config = ConfigDict(extra="forbid")
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers: one per GPU (or one CPU process)")
     use_gpu: bool = Field(False, description="Give each worker a GPU")
+    gpus_per_node: int = Field(8, ge=1, description="GPUs of one node (worker pod); with use_gpu")
+    gpu_memory_gib: float = Field(
+        80.0, gt=0, description="Memory one GPU offers, in GiB (80 for an H100 80GB)"
+    )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
     max_failures: int = Field(
         1, ge=0, description="Times Ray restarts a failed worker group (it resumes from the last checkpoint)"
@@ -30,6 +37,8 @@ class RayResources(BaseModel):
 
 class TrainingConfig(BaseModel):
     """What every training step has: where from, where to, how fast, how to checkpoint and track."""
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Checkpoint to start from: a Hugging Face directory")
     output_dir: str = Field(description="Where checkpoints, the final model and metrics go")
@@ -47,8 +56,15 @@ class TrainingConfig(BaseModel):
     )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept")
     logging_steps: int = Field(1, ge=1, description="Log metrics every this many steps")
-    gradient_checkpointing: bool = Field(
-        True, description="Recompute activations in backward (long contexts)"
+    engine: EngineChoice = Field(
+        "auto",
+        description="trl (ZeRO-3/DDP through accelerate), verl (FSDP + Ulysses sequence parallel), or auto: "
+        "the planner picks the cheapest that fits (on CPU: trl)",
+    )
+    parallelism: Parallelism = Field(
+        default_factory=Parallelism,
+        description="Sharding, offload, sequence parallel, micro-batch tokens, rollout layout; with engine "
+        "auto the planner fills in the fields not given",
     )
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU)")
     attn_implementation: str | None = Field(
@@ -59,6 +75,14 @@ class TrainingConfig(BaseModel):
     validation_max_new_tokens: int = Field(512, ge=1, description="Token budget of a validation answer")
     ray: RayResources = Field(default_factory=RayResources)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _engine_runs_parallelism(self) -> TrainingConfig:
+        if self.engine != "auto":
+            problems = engine_problems(self.engine, self.parallelism)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return self
 
 
 class SFTStepConfig(TrainingConfig):
@@ -123,10 +147,14 @@ class RLStepConfig(TrainingConfig):
         "hybrid", description="hybrid: rule + LLM judge; rule: rule only"
     )
     judge: JudgeConfig | None = Field(None, description="The served verifier (required for reward=hybrid)")
-    use_vllm: bool = Field(
-        False, description="Roll out with vLLM colocated on the GPU (CPU: transformers generate)"
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Longest prompt of the phase in tokens; None: the longest in its data"
     )
-    vllm_gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="GPU share for colocated vLLM")
+    use_vllm: bool = Field(
+        False,
+        description="Roll out with vLLM on the GPUs (parallelism.rollout_tensor_parallel, "
+        "rollout_memory_fraction); CPU: transformers generate",
+    )
 
     @property
     def dynamic_sampling(self) -> bool:
@@ -174,7 +202,7 @@ TINY_SFT: dict[str, Any] = {
     "num_train_epochs": 8,
     "max_length": 1024,
     "save_steps": 50,
-    "gradient_checkpointing": False,
+    "parallelism": {"gradient_checkpointing": False},
     "validation_max_new_tokens": 96,
 }
 TINY_RL: dict[str, Any] = {
@@ -188,7 +216,7 @@ TINY_RL: dict[str, Any] = {
     "overlong_buffer": 16,
     "max_steps": 30,
     "save_steps": 10,
-    "gradient_checkpointing": False,
+    "parallelism": {"gradient_checkpointing": False},
     "validation_max_new_tokens": 96,
     "reward": "rule",
 }

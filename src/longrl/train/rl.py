@@ -55,7 +55,8 @@ def grpo_arguments(config: RLStepConfig) -> GRPOConfig:
         reward_weights=[1.0, config.overlong_penalty_factor] if dapo and config.overlong_buffer else [1.0],
         use_vllm=config.use_vllm,
         vllm_mode="colocate",
-        vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        vllm_gpu_memory_utilization=config.parallelism.rollout_memory_fraction,
+        vllm_tensor_parallel_size=config.parallelism.rollout_tensor_parallel,
         shuffle_dataset=True,
         remove_unused_columns=False,
     )

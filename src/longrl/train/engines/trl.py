@@ -1,0 +1,65 @@
+"""The ``trl`` engine: TRL's trainers on Ray Train workers (``TorchTrainer``), one worker per GPU.
+
+Each worker runs ``run_step_here``: the TRL SFT or GRPO/DAPO loop of ``longrl.train.sft`` /
+``longrl.train.rl``. A worker failure restarts the group up to ``ray.max_failures`` times; the
+step then resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from longrl import storage
+from longrl.train.checkpoints import RESULT_FILE
+from longrl.train.config import TrainingConfig
+from longrl.train.engines import TrainingFailed
+
+
+def _train_loop(payload: dict[str, Any]) -> None:
+    import ray.train
+
+    from longrl.train.runner import STEP_CONFIGS, run_step_here
+
+    step = payload["step"]
+    config = STEP_CONFIGS[step].model_validate(payload["config"])
+    result = run_step_here(step, config, ray.train.get_context().get_world_rank() == 0)
+    metrics = {"global_step": float(result.get("global_step", 0)), **result.get("validation", {})}
+    ray.train.report({k.replace("/", "_"): v for k, v in metrics.items()})
+
+
+class TrlEngine:
+    name = "trl"
+
+    def run(self, step: str, config: TrainingConfig) -> dict[str, Any]:
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        if storage.is_s3(config.output_dir):
+            ray_storage = str(storage.cache_dir() / "ray")
+        else:
+            Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+            ray_storage = str(Path(config.output_dir) / "ray")
+        resources = {"CPU": config.ray.cpus_per_worker}
+        if config.ray.use_gpu:
+            resources["GPU"] = 1
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={"step": step, "config": config.model_dump(mode="json")},
+            scaling_config=ScalingConfig(
+                num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name=f"longrl-{step}",
+                storage_path=ray_storage,
+                failure_config=FailureConfig(max_failures=config.ray.max_failures),
+            ),
+        )
+        outcome = trainer.fit()
+        if outcome.error is not None:
+            raise TrainingFailed(f"{step} step failed on the Ray workers: {outcome.error}") from outcome.error
+        result_uri = storage.join(config.output_dir, RESULT_FILE)
+        if not storage.exists(result_uri):
+            raise TrainingFailed(f"{step} step finished without writing {result_uri}")
+        return json.loads(storage.read_text(result_uri))

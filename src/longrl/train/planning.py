@@ -1,0 +1,84 @@
+"""Settles a step's engine and parallelism before anything is requested from Ray or Kubernetes.
+
+On GPUs the planner (``longrl.plan``) searches the layouts the engines can run, keeping the
+``parallelism`` fields the config sets explicitly and the engine when it is not ``auto``, and
+refuses a step that fits nowhere with the planner's reason. On a CPU there is nothing to plan:
+``auto`` means TRL with the parallelism as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from longrl import storage
+from longrl.plan import Hardware, Workload
+from longrl.train.config import RLStepConfig, SFTStepConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    from longrl.plan import Plan
+
+
+class PlacementRefused(ValueError):
+    """The step does not fit the GPUs it was given in any layout the planner may choose."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    config: TrainingConfig  # engine and parallelism settled
+    plan: Plan | None  # None on CPU
+
+
+def hardware(config: TrainingConfig) -> Hardware:
+    workers = config.ray.num_workers
+    per_node = min(config.ray.gpus_per_node, workers)
+    return Hardware(
+        nodes=math.ceil(workers / per_node), gpus_per_node=per_node, gpu_memory_gib=config.ray.gpu_memory_gib
+    )
+
+
+def longest_prompt(train_file: str) -> int:
+    """The longest prompt of a prepared phase file, in tokens (its ``prompt_tokens`` column)."""
+    local = storage.localize(train_file) if storage.is_s3(train_file) else train_file
+    column = pq.read_table(local, columns=["prompt_tokens"]).column("prompt_tokens")
+    return int(max(column.to_pylist(), default=0))
+
+
+def workload(step: str, config: TrainingConfig) -> Workload:
+    if step == "sft":
+        assert isinstance(config, SFTStepConfig)
+        return Workload(kind="sft", prompt_tokens=config.max_length, response_tokens=0)
+    assert isinstance(config, RLStepConfig)
+    prompt = config.max_prompt_tokens or longest_prompt(config.train_file)
+    return Workload(kind="rl", prompt_tokens=prompt, response_tokens=config.max_completion_length)
+
+
+def plan_step(step: str, config: TrainingConfig) -> Plan:
+    """The planner's verdict for this step on its GPUs (the config's explicit choices kept)."""
+    from longrl.plan import auto, read_model_shape
+
+    fixed: dict[str, Any] = {
+        name: getattr(config.parallelism, name) for name in config.parallelism.model_fields_set
+    }
+    return auto(
+        read_model_shape(config.model),
+        workload(step, config),
+        hardware(config),
+        engine=None if config.engine == "auto" else config.engine,
+        fixed=fixed,
+    )
+
+
+def resolve(step: str, config: TrainingConfig) -> Resolved:
+    if not config.ray.use_gpu:
+        if config.engine == "verl":
+            raise PlacementRefused("engine verl needs GPUs (ray.use_gpu): on a CPU use engine trl or auto")
+        return Resolved(config.model_copy(update={"engine": "trl"}), None)
+    plan = plan_step(step, config)
+    if not plan.fits:
+        raise PlacementRefused(f"{step} step of {config.model} does not fit: {plan.reason}")
+    assert plan.engine is not None and plan.parallelism is not None
+    return Resolved(config.model_copy(update={"engine": plan.engine, "parallelism": plan.parallelism}), plan)
