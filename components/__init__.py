@@ -2,6 +2,7 @@
 
 from components.data import prepare_data
 from components.evaluation import evaluate_model
+from components.planning import plan_training
 from components.registry import register_model
 from components.tracking import finish_pipeline, open_tracking
 from components.training import train_rl_phase, train_sft
@@ -11,6 +12,7 @@ __all__ = [
     "evaluate_model",
     "finish_pipeline",
     "open_tracking",
+    "plan_training",
     "prepare_data",
     "register_model",
     "start_verifier",

@@ -1,4 +1,7 @@
-"""The longrl DAG: data prep -> SFT -> RL phase 1..K -> evaluation -> registration.
+"""The longrl DAG: plan -> data prep -> SFT -> RL phase 1..K -> evaluation -> registration.
+
+The first step plans every training step on the GPUs the run asks for (``longrl.plan``) and stops
+the run, naming each step that cannot fit, before any GPU is requested.
 
 The verifier is started before RL and stopped by the exit handler, which also closes the pipeline's
 MLflow run, whether the steps before it succeeded or not. Data preparation, SFT, the RL phases and
@@ -14,6 +17,7 @@ from components import (
     evaluate_model,
     finish_pipeline,
     open_tracking,
+    plan_training,
     prepare_data,
     register_model,
     start_verifier,
@@ -23,12 +27,12 @@ from components import (
 from kfp import dsl, kubernetes
 
 from longrl.data.prepare import PrepareConfig
-from longrl.launchers.kuberay import KubeRayConfig
+from longrl.launchers.kuberay import VERL_IMAGE, KubeRayConfig
 from longrl.registry import RegistryConfig
 from longrl.rewards.judge import JudgeConfig
 from longrl.serving import ClusterVerifierConfig, VerifierConfig
 from longrl.steps import RUN_ID_ENV, Placement
-from longrl.train.config import RLStepConfig
+from longrl.train.config import RayResources, RLStepConfig
 
 # The number of RL phases is the DAG's shape, so it is fixed when compiling.
 RL_PHASES = int(os.environ.get("LONGRL_RL_PHASES", "2"))
@@ -78,8 +82,10 @@ PARAMETERS = {
     "launcher": "Where training runs: kuberay (a RayJob per step) or local (Ray inside the step's pod)",
     "namespace": "Namespace of RayJobs and the verifier",
     "trainer_image": str(KubeRayConfig.model_fields["image"].description),
-    "ray_workers": "Ray worker pods per training step",
+    "verl_image": str(Placement.model_fields["verl_image"].description),
+    "ray_workers": "Ray worker pods (nodes) per training step",
     "gpus_per_worker": "GPUs per Ray worker pod",
+    "gpu_memory_gib": str(RayResources.model_fields["gpu_memory_gib"].description),
     "mlflow_tracking_uri": "MLflow tracking server",
     "mlflow_experiment": "MLflow experiment of this pipeline's runs",
     "registered_model_name": str(RegistryConfig.model_fields["registered_model_name"].description),
@@ -123,8 +129,10 @@ def longrl_pipeline(
     launcher: str = "kuberay",
     namespace: str = default(KubeRayConfig, "namespace"),
     trainer_image: str = default(KubeRayConfig, "image"),
+    verl_image: str = VERL_IMAGE,
     ray_workers: int = default(Placement, "workers"),
     gpus_per_worker: int = 8,
+    gpu_memory_gib: float = default(RayResources, "gpu_memory_gib"),
     mlflow_tracking_uri: str = "http://mlflow.longrl.svc.cluster.local:5000",
     mlflow_experiment: str = "longrl",
     registered_model_name: str = default(RegistryConfig, "registered_model_name"),
@@ -139,6 +147,21 @@ def longrl_pipeline(
         namespace=namespace,
     ).set_display_name("stop verifier, close run")
     with dsl.ExitHandler(finish, name="longrl"):
+        hardware = {
+            "ray_workers": ray_workers,
+            "gpus_per_worker": gpus_per_worker,
+            "gpu_memory_gib": gpu_memory_gib,
+        }
+        plan = plan_training(
+            base_model=base_model,
+            preset=preset,
+            sft_overrides=sft_overrides,
+            rl_overrides=rl_overrides,
+            phase_max_tokens=phase_max_tokens,
+            algorithm=algorithm,
+            launcher=launcher,
+            **hardware,
+        ).set_display_name("plan GPUs")
         tracking = open_tracking(
             tracking_uri=mlflow_tracking_uri,
             experiment=mlflow_experiment,
@@ -156,8 +179,8 @@ def longrl_pipeline(
             "launcher": launcher,
             "namespace": namespace,
             "trainer_image": trainer_image,
-            "ray_workers": ray_workers,
-            "gpus_per_worker": gpus_per_worker,
+            "verl_image": verl_image,
+            **hardware,
         }
         tracked = {"tracking_uri": mlflow_tracking_uri, "experiment": mlflow_experiment}
         sft_data_task = prepare_data(
@@ -212,6 +235,7 @@ def longrl_pipeline(
                 start=latest,
                 data=rl_data_task.outputs["data"],
                 phase=phase,
+                phase_max_tokens=phase_max_tokens,
                 preset=preset,
                 overrides=rl_overrides,
                 algorithm=algorithm,
@@ -243,13 +267,14 @@ def longrl_pipeline(
         ).set_display_name("register in MLflow")
         reusable = (sft_data_task, rl_data_task, sft, *rl_phases, evaluation)
         one_run = (tracking, verifier, registration, finish)
+        tracking.after(plan)  # nothing starts before the plan says every step fits
         for task in reusable:
             task.after(tracking)  # they log into the pipeline's MLflow run
         for task in one_run:
             task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
-        for task in (*reusable, *one_run):
+        for task in (plan, *reusable, *one_run):
             with_run_id(task)
-        for task in (*reusable, verifier, registration):
+        for task in (plan, *reusable, verifier, registration):
             with_s3_credentials(task)
 
 

@@ -21,12 +21,12 @@ from longrl.cli import merge_options
 from longrl.curriculum import CURRICULUM_FILE, DIFFICULTY_FILE
 from longrl.data.prepare import PrepareConfig, prepare
 from longrl.evaluation.run import EvalConfig, evaluate
-from longrl.launchers.kuberay import KubeRayConfig, WorkerGroup
+from longrl.launchers.kuberay import VERL_IMAGE, KubeRayConfig, WorkerGroup
 from longrl.registry import RegistryConfig, register_candidate
 from longrl.rewards.judge import JudgeConfig
 from longrl.tracking import TrackingConfig
 from longrl.train.checkpoints import MODEL_DIR
-from longrl.train.config import PRESETS, RLStepConfig, SFTStepConfig, TrainingConfig
+from longrl.train.config import PRESETS, RayResources, RLStepConfig, SFTStepConfig, TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -313,39 +313,72 @@ class Placement(BaseModel):
     launcher: Launcher = "local"
     namespace: str = KubeRayConfig.model_fields["namespace"].default
     image: str = KubeRayConfig.model_fields["image"].default
-    workers: int = Field(1, ge=1, description="Worker pods (kuberay)")
+    verl_image: str = Field(VERL_IMAGE, description="Trainer image of steps the verl engine runs")
+    workers: int = Field(1, ge=1, description="Worker pods (kuberay): the step's nodes")
     gpus_per_worker: int = Field(
         1, ge=0, description="GPUs per worker pod (kuberay); one Ray Train worker each"
     )
+    gpu_memory_gib: float = RayResources.model_fields["gpu_memory_gib"].default
 
     def ray(self) -> dict[str, Any]:
         if self.launcher == "local":
             return {"num_workers": 1, "use_gpu": False}
+        gpus = max(1, self.gpus_per_worker)
         return {
-            "num_workers": self.workers * max(1, self.gpus_per_worker),
+            "num_workers": self.workers * gpus,
             "use_gpu": self.gpus_per_worker > 0,
+            "gpus_per_node": gpus,
+            "gpu_memory_gib": self.gpu_memory_gib,
         }
 
-    def kuberay(self) -> KubeRayConfig:
+    def kuberay(self, engine: str) -> KubeRayConfig:
         return KubeRayConfig(
             namespace=self.namespace,
-            image=self.image,
+            image=self.verl_image if engine == "verl" else self.image,
             workers=WorkerGroup(replicas=self.workers, gpus=self.gpus_per_worker),
         )
 
 
 def _run_training(step: str, config: TrainingConfig, placement: Placement, name: str) -> dict[str, Any]:
+    """Plans the step (a refusal stops it here, before any RayJob), then launches it."""
     from longrl.launchers import KubeRayLauncher, LocalLauncher, rayjob_name
+    from longrl.train.planning import resolve
 
+    config = resolve(step, config).config
     if placement.launcher == "kuberay":
         from longrl.launchers.kube import RealKubernetesApi
 
         kfp_run_id = pipeline_run_id()
-
-        return KubeRayLauncher(RealKubernetesApi(), placement.kuberay()).run(
+        return KubeRayLauncher(RealKubernetesApi(), placement.kuberay(config.engine)).run(
             step, config, rayjob_name(kfp_run_id, name), labels={"longrl.io/kfp-run": kfp_run_id[:63]}
         )
     return LocalLauncher().run(step, config)
+
+
+def sft_config(
+    base_model: str,
+    data_dir: str,
+    validation_dir: str,
+    output: str,
+    preset: str,
+    overrides: dict[str, Any],
+    placement: Placement,
+    tracking: TrackingConfig,
+) -> SFTStepConfig:
+    """The SFT step's config: preset, then the user's overrides, then what the pipeline wires in."""
+    return SFTStepConfig.model_validate(
+        merge_options(
+            merge_options(PRESETS[preset]["sft"], overrides),
+            {
+                "model": base_model,
+                "output_dir": output,
+                "train_file": storage.join(data_dir, "train-phase1.parquet"),
+                "validation_file": storage.join(validation_dir, "validation.parquet"),
+                "tracking": tracking.model_dump(),
+                "ray": placement.ray(),
+            },
+        )
+    )
 
 
 def sft_step(
@@ -358,20 +391,7 @@ def sft_step(
     placement: Placement,
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
-    values = merge_options(PRESETS[preset]["sft"], overrides)
-    config = SFTStepConfig.model_validate(
-        merge_options(
-            values,
-            {
-                "model": base_model,
-                "output_dir": output,
-                "train_file": storage.join(data_dir, "train-phase1.parquet"),
-                "validation_file": storage.join(validation_dir, "validation.parquet"),
-                "tracking": tracking.model_dump(),
-                "ray": placement.ray(),
-            },
-        )
-    )
+    config = sft_config(base_model, data_dir, validation_dir, output, preset, overrides, placement, tracking)
     return _run_training("sft", config, placement, "sft")
 
 
@@ -388,10 +408,53 @@ def earlier_phases(start: str) -> list[str]:
     return [*sources["retrospective_from"], start]
 
 
+def rl_config(
+    model: str,
+    data_dir: str,
+    phase: int,
+    phase_max_tokens: list[int],
+    output: str,
+    preset: str,
+    overrides: dict[str, Any],
+    algorithm: str,
+    reward: str,
+    judge: JudgeConfig | None,
+    placement: Placement,
+    tracking: TrackingConfig,
+    retrospective_from: list[str],
+) -> RLStepConfig:
+    """An RL phase's config. Its prompts are at most the phase's upper length bound, unless overridden."""
+    if not 1 <= phase <= len(phase_max_tokens):
+        raise ValueError(f"phase {phase}: phase_max_tokens has bounds for {len(phase_max_tokens)} phases")
+    values = merge_options(
+        {"max_prompt_tokens": int(phase_max_tokens[phase - 1])},
+        merge_options(PRESETS[preset]["rl"], overrides),
+    )
+    return RLStepConfig.model_validate(
+        merge_options(
+            values,
+            {
+                "model": model,
+                "output_dir": output,
+                "phase": phase,
+                "train_file": storage.join(data_dir, f"train-phase{phase}.parquet"),
+                "validation_file": storage.join(data_dir, "validation.parquet"),
+                "retrospective_from": retrospective_from,
+                "algorithm": algorithm,
+                "reward": reward if judge else "rule",
+                "judge": judge.model_dump() if judge else None,
+                "tracking": tracking.model_dump(),
+                "ray": placement.ray(),
+            },
+        )
+    )
+
+
 def rl_step(
     start: str,
     data_dir: str,
     phase: int,
+    phase_max_tokens: list[int],
     output: str,
     preset: str,
     overrides: dict[str, Any],
@@ -401,26 +464,108 @@ def rl_step(
     placement: Placement,
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
-    values = merge_options(PRESETS[preset]["rl"], overrides)
-    config = RLStepConfig.model_validate(
-        merge_options(
-            values,
-            {
-                "model": model_dir(start),
-                "output_dir": output,
-                "phase": phase,
-                "train_file": storage.join(data_dir, f"train-phase{phase}.parquet"),
-                "validation_file": storage.join(data_dir, "validation.parquet"),
-                "retrospective_from": earlier_phases(start),
-                "algorithm": algorithm,
-                "reward": reward if judge else "rule",
-                "judge": judge.model_dump() if judge else None,
-                "tracking": tracking.model_dump(),
-                "ray": placement.ray(),
-            },
-        )
+    config = rl_config(
+        model_dir(start),
+        data_dir,
+        phase,
+        phase_max_tokens,
+        output,
+        preset,
+        overrides,
+        algorithm,
+        reward,
+        judge,
+        placement,
+        tracking,
+        earlier_phases(start),
     )
     return _run_training("rl", config, placement, f"rl-phase{phase}")
+
+
+# ----- planning ------------------------------------------------------------------------------
+
+
+def plan_training_steps(
+    base_model: str,
+    preset: str,
+    sft_overrides: dict[str, Any],
+    rl_overrides: dict[str, Any],
+    phase_max_tokens: list[int],
+    algorithm: str,
+    placement: Placement,
+) -> list[dict[str, Any]]:
+    """The planner's verdict for SFT and every RL phase, before anything is launched.
+
+    Every step's config is built as the step itself will build it (so an unknown override key fails
+    here), and planned on the pipeline's GPUs. Raises ``PlacementRefused`` naming every step that
+    does not fit; returns one row per step otherwise.
+    """
+    from longrl.train.planning import PlacementRefused, resolve
+
+    unused = "s3://longrl-plan/unused"  # paths are not read when planning
+    tracking = TrackingConfig()
+    configs: list[tuple[str, str, TrainingConfig]] = [
+        (
+            "sft",
+            "sft",
+            sft_config(base_model, unused, unused, unused, preset, sft_overrides, placement, tracking),
+        )
+    ]
+    for phase in range(1, len(phase_max_tokens) + 1):
+        config = rl_config(
+            base_model,
+            unused,
+            phase,
+            phase_max_tokens,
+            unused,
+            preset,
+            rl_overrides,
+            algorithm,
+            "rule",
+            None,
+            placement,
+            tracking,
+            [],
+        )
+        configs.append((f"rl-phase{phase}", "rl", config))
+    rows, refused = [], []
+    for name, step, config in configs:
+        try:
+            resolved = resolve(step, config)
+        except PlacementRefused as exc:
+            refused.append(f"{name}: {exc}")
+            continue
+        plan = resolved.plan
+        rows.append(
+            {
+                "step": name,
+                "engine": resolved.config.engine,
+                "parallelism": resolved.config.parallelism.model_dump(),
+                "peak_gib_per_gpu": plan.estimate.peak_gib_per_gpu if plan and plan.estimate else None,
+                "gpus": config.ray.num_workers if config.ray.use_gpu else 0,
+            }
+        )
+    if refused:
+        raise PlacementRefused("these steps do not fit their GPUs:\n" + "\n".join(refused))
+    return rows
+
+
+def plan_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| step | engine | GPUs | sharding | offload | sequence parallel | micro-batch tokens | "
+        "rollout TP | peak GiB/GPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        p = row["parallelism"]
+        offload = "+".join(k for k in ("params", "optimizer") if p[f"offload_{k}"]) or "none"
+        peak = "-" if row["peak_gib_per_gpu"] is None else f"{row['peak_gib_per_gpu']:.1f}"
+        lines.append(
+            f"| {row['step']} | {row['engine']} | {row['gpus'] or 'CPU'} | {p['sharding']} | {offload} | "
+            f"{p['sequence_parallel']} | {p['micro_batch_tokens'] or 'one sequence'} | "
+            f"{p['rollout_tensor_parallel']} | {peak} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 # ----- evaluation and registry -----------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
         and tasks["finish-pipeline"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     )
     expected = {
+        "plan-training",
         "open-tracking",
         "prepare-data",
         "prepare-data-2",
@@ -50,6 +51,34 @@ def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"].startswith("ghcr.io/longrl/pipeline:")
         assert "pip install" not in " ".join(executor["container"]["command"])  # the image already has kfp
+
+
+def _upstream(tasks: dict, name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        for before in tasks[todo.pop()].get("dependentTasks", []):
+            if before not in seen:
+                seen.add(before)
+                todo.append(before)
+    return seen
+
+
+def test_the_plan_comes_before_every_other_step(compiled) -> None:
+    spec, _ = yaml.safe_load_all(compiled.read_text())
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert _upstream(inner, "plan-training") == set()
+    for name in set(inner) - {"plan-training"}:
+        assert "plan-training" in _upstream(inner, name), name
+    planned = inner["plan-training"]["inputs"]["parameters"]
+    for wired in (
+        "base_model",
+        "preset",
+        "rl_overrides",
+        "sft_overrides",
+        "phase_max_tokens",
+        "gpu_memory_gib",
+    ):
+        assert planned[wired]["componentInputParameter"] == f"pipelinechannel--{wired}"
 
 
 def _constants(node):

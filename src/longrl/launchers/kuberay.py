@@ -37,6 +37,10 @@ TERMINAL_JOB_STATUSES = {"SUCCEEDED", "FAILED", "STOPPED"}
 TERMINAL_DEPLOYMENT_STATUSES = {"Complete", "Failed", "ValidationFailed"}
 
 
+TRL_IMAGE = "ghcr.io/longrl/trainer:0.1.0"
+VERL_IMAGE = "ghcr.io/longrl/trainer-verl:0.1.0"
+
+
 class LaunchFailed(RuntimeError):
     """The step's job failed, was stopped or could not be started."""
 
@@ -60,7 +64,7 @@ class KubeRayConfig(BaseModel):
     namespace: str = Field(
         "kubeflow", description="Namespace of the RayJob: the pipeline's (KFP standalone: kubeflow)"
     )
-    image: str = Field("ghcr.io/longrl/trainer:0.1.0", description="Trainer image (longrl, torch, vLLM, Ray)")
+    image: str = Field(TRL_IMAGE, description="Trainer image (longrl, torch, vLLM, Ray; the trl engine's)")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the Ray pods")
     service_account: str | None = Field("longrl-ray", description="ServiceAccount of the Ray pods")
     ray_version: str = Field("2.60.0", description="Ray version in the image")

@@ -220,4 +220,21 @@ TINY_RL: dict[str, Any] = {
     "validation_max_new_tokens": 96,
     "reward": "rule",
 }
-PRESETS = {"tiny": {"sft": TINY_SFT, "rl": TINY_RL}, "paper": {"sft": {}, "rl": {}}}
+# GPU presets for full-size runs: bf16 with flash-attention, vLLM rollouts, checkpoints every 5 steps
+# (the official QwenLong-L1 run saves every 5 steps; a phase of ~1.6K prompts at 128 per step is
+# ~12 steps an epoch) and up to 10 generation rounds for DAPO's group filtering, as in that run.
+# Engine and parallelism are left to the planner (engine auto).
+PAPER_SFT: dict[str, Any] = {
+    "bf16": True,
+    "attn_implementation": "flash_attention_2",
+    "save_steps": 50,
+}
+PAPER_RL: dict[str, Any] = {
+    "bf16": True,
+    "attn_implementation": "flash_attention_2",
+    "use_vllm": True,
+    "save_steps": 5,
+    "save_total_limit": 3,
+    "max_generation_rounds": 10,
+}
+PRESETS = {"tiny": {"sft": TINY_SFT, "rl": TINY_RL}, "paper": {"sft": PAPER_SFT, "rl": PAPER_RL}}

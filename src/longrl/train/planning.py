@@ -72,10 +72,29 @@ def plan_step(step: str, config: TrainingConfig) -> Plan:
     )
 
 
+def cpu_problems(config: TrainingConfig) -> list[str]:
+    """What a step asks for that only GPUs have (the paper preset's settings, say)."""
+    problems = []
+    if config.engine == "verl":
+        problems.append("engine verl needs GPUs (ray.use_gpu): on a CPU use engine trl or auto")
+    if config.attn_implementation == "flash_attention_2":
+        problems.append("attn_implementation flash_attention_2 needs GPUs: on a CPU leave it unset")
+    if getattr(config, "use_vllm", False):
+        problems.append("use_vllm rolls out on GPUs: on a CPU set use_vllm false")
+    if config.parallelism.fused_loss:
+        problems.append("parallelism.fused_loss (Liger) needs GPUs")
+    return problems
+
+
 def resolve(step: str, config: TrainingConfig) -> Resolved:
+    """The config with engine and parallelism settled, and the plan behind them (None on a CPU)."""
     if not config.ray.use_gpu:
-        if config.engine == "verl":
-            raise PlacementRefused("engine verl needs GPUs (ray.use_gpu): on a CPU use engine trl or auto")
+        problems = cpu_problems(config)
+        if problems:
+            raise PlacementRefused(
+                "this step runs on CPUs (ray.use_gpu is false; preset tiny is the CPU preset): "
+                + "; ".join(problems)
+            )
         return Resolved(config.model_copy(update={"engine": "trl"}), None)
     plan = plan_step(step, config)
     if not plan.fits:

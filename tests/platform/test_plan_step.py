@@ -1,0 +1,65 @@
+"""The pipeline's first step: every training step's config built and planned before anything starts."""
+
+import pydantic
+import pytest
+
+from longrl.steps import Placement, plan_markdown, plan_training_steps
+from longrl.train.planning import PlacementRefused
+
+LOCAL = Placement(launcher="local")
+
+
+def plan(base_model, placement=LOCAL, preset="tiny", sft=None, rl=None, bounds=(224, 448)):
+    return plan_training_steps(base_model, preset, sft or {}, rl or {}, list(bounds), "dapo", placement)
+
+
+def test_on_the_local_launcher_every_step_runs_trl_on_cpu(tiny_model_dir) -> None:
+    rows = plan(str(tiny_model_dir))
+    assert [row["step"] for row in rows] == ["sft", "rl-phase1", "rl-phase2"]
+    assert {row["engine"] for row in rows} == {"trl"}
+    assert {row["gpus"] for row in rows} == {0}
+    table = plan_markdown(rows)
+    assert "| rl-phase2 | trl | CPU | ddp |" in table
+
+
+def test_an_unknown_override_key_fails_the_plan_naming_it(tiny_model_dir) -> None:
+    with pytest.raises(pydantic.ValidationError, match="learnig_rate"):
+        plan(str(tiny_model_dir), rl={"learnig_rate": 1e-6})
+    with pytest.raises(pydantic.ValidationError, match="offload_parms"):
+        plan(str(tiny_model_dir), sft={"parallelism": {"offload_parms": True}})
+
+
+def test_gpu_settings_on_a_cpu_are_refused_with_what_to_change(tiny_model_dir) -> None:
+    with pytest.raises(PlacementRefused, match="flash_attention_2") as refused:
+        plan(str(tiny_model_dir), preset="paper")
+    assert "use_vllm" in str(refused.value)  # every problem at once, every step named
+    assert "sft:" in str(refused.value) and "rl-phase2:" in str(refused.value)
+
+
+def test_a_phase_without_a_length_bound_is_an_error(tiny_model_dir) -> None:
+    from longrl.steps import rl_config
+    from longrl.tracking import TrackingConfig
+
+    with pytest.raises(ValueError, match="phase 3: phase_max_tokens has bounds for 2 phases"):
+        rl_config("m", "d", 3, [100, 200], "o", "tiny", {}, "dapo", "rule", None, LOCAL, TrackingConfig(), [])
+
+
+def test_the_phase_bound_is_the_prompt_limit_unless_overridden(tiny_model_dir) -> None:
+    from longrl.steps import rl_config
+    from longrl.tracking import TrackingConfig
+
+    def limit(overrides):
+        config = rl_config(
+            "m", "d", 2, [100, 200], "o", "tiny", overrides, "dapo", "rule", None, LOCAL, TrackingConfig(), []
+        )
+        return config.max_prompt_tokens
+
+    assert limit({}) == 200
+    assert limit({"max_prompt_tokens": 150}) == 150
+
+
+def test_the_gpu_placement_reaches_the_step_config_and_the_rayjob_image() -> None:
+    placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=141)
+    assert placement.ray() == {"num_workers": 32, "use_gpu": True, "gpus_per_node": 8, "gpu_memory_gib": 141}
+    assert placement.kuberay("verl").image == placement.verl_image != placement.kuberay("trl").image
+    assert placement.kuberay("trl").workers.replicas == 4 and placement.kuberay("trl").workers.gpus == 8
