@@ -27,7 +27,7 @@ BENCH_DIR ?= build/bench
 BENCH_ARGS ?=
 
 .PHONY: help install run test test-fast learning-check compile submit-pipeline upload-pipeline \
-	schedule-pipeline templates deploy deploy-kuberay images bench bench-compare lint lock clean
+	schedule-pipeline templates deploy deploy-kuberay images bench bench-compare lint lock lock-images clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,9 +87,10 @@ deploy-kuberay: ## install the KubeRay operator 1.7 with Helm
 	helm upgrade --install kuberay-operator kuberay/kuberay-operator --version 1.7.0 \
 		--namespace kuberay-system --create-namespace
 
-images: ## build the trainer, verifier and pipeline images (needs a Docker engine)
+images: ## build the trainer (trl, verl), verifier and pipeline images (needs a Docker engine)
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine"; exit 1; }
 	docker build -f images/trainer/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/trainer:$(VERSION) .
+	docker build -f images/trainer-verl/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/trainer-verl:$(VERSION) .
 	docker build -f images/verifier/Dockerfile -t $(REGISTRY)/verifier:$(VERSION) .
 	docker build -f images/pipeline/Dockerfile --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(REGISTRY)/pipeline:$(VERSION) .
 
@@ -99,6 +100,9 @@ lint: install ## ruff over the code
 
 lock: ## re-resolve pyproject's pins into requirements/cpu.lock
 	bash scripts/lock.sh
+
+lock-images: ## re-resolve requirements/trainer-{trl,verl}.in into the GPU images' locks (needs PyPI)
+	$(PYTHON3) scripts/lock-images.py
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf build .pytest_cache

@@ -76,7 +76,7 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("image", ["trainer", "verifier", "pipeline"])
+@pytest.mark.parametrize("image", ["trainer", "trainer-verl", "verifier", "pipeline"])
 def test_dockerfile_parses_and_pins_versions(image) -> None:
     instructions = dockerfile_instructions(ROOT / "images" / image / "Dockerfile")
     assert instructions and instructions[0][0] == "FROM"
