@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from longrl.curriculum import DifficultyRecorder
 from longrl.tracking import MetricsSink
+from longrl.train.checkpoints import checkpoint_dir
 
 DIFFICULTY_STATE_FILE = "difficulty_state.json"
 
@@ -40,28 +41,41 @@ class MetricsCallback(TrainerCallback):
 
 
 class DifficultyCheckpointCallback(TrainerCallback):
-    """Saves the difficulty recorder with every checkpoint, so a resumed phase keeps what it saw."""
+    """Saves each rank's difficulty recorder with every checkpoint, so a resumed phase keeps what it saw.
+
+    Every rank writes its own file, also where it saved nothing else (DDP ranks other than 0, a node
+    without a shared filesystem): its records exist nowhere else.
+    """
 
     def __init__(self, recorder: DifficultyRecorder) -> None:
         self.recorder = recorder
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            path = checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{_rank()}"
-            path.write_text(json.dumps(self.recorder.state()))
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        rank, _ = _rank_and_world()
+        (checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}").write_text(json.dumps(self.recorder.state()))
 
 
-def _rank() -> int:
+def _rank_and_world() -> tuple[int, int]:
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def restore_difficulty(recorder: DifficultyRecorder, checkpoint: str | None) -> None:
-    """Loads this rank's recorder state saved with ``checkpoint`` (if any)."""
+    """Loads the recorder states saved with ``checkpoint`` that belong to this rank.
+
+    Rank r takes the files of every saved rank k with k % world_size == r, so no rank's records are
+    lost when a phase resumes with fewer workers than it was saved with.
+    """
     if checkpoint is None:
         return
-    path = Path(checkpoint) / f"{DIFFICULTY_STATE_FILE}.rank{_rank()}"
-    if path.is_file():
-        recorder.merge({k: tuple(v) for k, v in json.loads(path.read_text()).items()})
+    rank, world = _rank_and_world()
+    prefix = f"{DIFFICULTY_STATE_FILE}.rank"
+    for path in sorted(Path(checkpoint).glob(f"{prefix}*")):
+        saved_rank = path.name.removeprefix(prefix)
+        if saved_rank.isdigit() and int(saved_rank) % world == rank:
+            recorder.merge({k: tuple(v) for k, v in json.loads(path.read_text()).items()})

@@ -1,14 +1,30 @@
-"""Where a step keeps its checkpoints, and which one a restarted step resumes from."""
+"""Where a step keeps its checkpoints, and which one a restarted step resumes from.
+
+A checkpoint is written by every rank (each rank's DeepSpeed shards, RNG state and difficulty
+record; rank 0's model, optimizer and trainer state). ``MarkCheckpointComplete`` waits until every
+rank has finished its part and then drops ``COMPLETE_MARKER`` into the directory: only marked
+checkpoints are resumed from, so a kill in the middle of a save never leaves a half checkpoint
+that looks whole.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
+COMPLETE_MARKER = "longrl_checkpoint_complete"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_dir(output_dir: str | Path, global_step: int) -> Path:
+    """The Trainer's directory for the checkpoint of ``global_step`` (``args.output_dir``)."""
+    return Path(output_dir) / f"checkpoint-{global_step}"
 
 
 def latest_checkpoint(directory: str | Path) -> str | None:
@@ -19,7 +35,25 @@ def latest_checkpoint(directory: str | Path) -> str | None:
     found = []
     for child in directory.iterdir():
         match = _CHECKPOINT.match(child.name)
-        # trainer_state.json is written last: without it the checkpoint was cut off mid-save.
-        if match and (child / "trainer_state.json").is_file():
+        if match and (child / COMPLETE_MARKER).is_file() and (child / "trainer_state.json").is_file():
             found.append((int(match.group(1)), child))
     return str(max(found)[1]) if found else None
+
+
+def wait_for_all_ranks(group: Any = None) -> None:
+    """A barrier of every rank (of ``group``); nothing in a lone process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(group=group)
+
+
+class MarkCheckpointComplete(TrainerCallback):
+    """After every rank has saved its part of a checkpoint, marks it complete (rank 0)."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        wait_for_all_ranks()
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
+        if state.is_world_process_zero and checkpoint.is_dir():
+            (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
+        wait_for_all_ranks()

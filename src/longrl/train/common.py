@@ -1,20 +1,51 @@
-"""What SFT and RL steps share: trainer arguments, resuming, the final model, validation, the result file."""
+"""What SFT and RL steps share: trainer arguments (sharding, precision, kernels), resuming, the final
+model, validation, the result file.
+
+How ``parallelism`` reaches the trainer (the ``trl`` engine):
+
+- ``sharding: zero3`` -> ``TrainingArguments(deepspeed=<ZeRO-3 config>)`` (see
+  ``longrl.train.engines.trl_deepspeed``), with DeepSpeed's communication layer set up first
+  (``prepare_distributed``) and the partitioning checked once the trainer exists
+  (``check_sharding``); ``ddp`` -> a whole model per rank, as accelerate sets it up.
+- ``offload_params`` / ``offload_optimizer`` -> ZeRO-3 CPU offload.
+- ``gradient_checkpointing`` -> the Trainer's, non-reentrant (what ZeRO-3 and TRL expect).
+- ``fused_loss`` -> TRL's ``use_liger_kernel`` (Liger's Triton kernels; GPU only). TRL 1.16 computes
+  the loss through its own fused LM head in SFT and GRPO whatever this says (the logits over the
+  vocabulary are never whole); Liger adds its fused RMSNorm / RoPE / SwiGLU kernels.
+- ``micro_batch_tokens`` -> sequences per micro-batch, per step kind (``sft.py``, ``rl.py``).
+- ``rollout_tensor_parallel`` / ``rollout_memory_fraction`` -> vLLM for RL rollouts (``rl.py``) and
+  for validation on GPUs.
+"""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib.util
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import torch
 
-from longrl.train.checkpoints import CHECKPOINTS_DIR, MODEL_DIR, RESULT_FILE, latest_checkpoint
+from longrl.plan.placement import engine_problems
+from longrl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    MODEL_DIR,
+    RESULT_FILE,
+    latest_checkpoint,
+    wait_for_all_ranks,
+)
 from longrl.train.config import TrainingConfig
-from longrl.train.validation import validation_metrics
+from longrl.train.validation import score_saved_model, vllm_available
 
 logger = logging.getLogger(__name__)
+
+# How long the other ranks wait for rank 0 to score the final model.
+VALIDATION_TIMEOUT = timedelta(hours=6)
 
 
 def config_fingerprint(config: TrainingConfig) -> str:
@@ -23,11 +54,49 @@ def config_fingerprint(config: TrainingConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def prepare_distributed(config: TrainingConfig) -> None:
+    """Readies this process's distributed layer before any trainer exists (ZeRO-3: DeepSpeed's)."""
+    if config.parallelism.sharding == "zero3":
+        from longrl.train.engines.trl_deepspeed import init_deepspeed_distributed
+
+        init_deepspeed_distributed(config.ray.use_gpu)
+
+
+def kernel_arguments(config: TrainingConfig) -> dict[str, Any]:
+    """``use_liger_kernel`` when ``parallelism.fused_loss`` asks for it and the machine can run it."""
+    if not config.parallelism.fused_loss:
+        return {}
+    if not config.ray.use_gpu:
+        raise ValueError(
+            "parallelism.fused_loss turns on Liger's Triton kernels, which need GPUs (ray.use_gpu): "
+            "set parallelism.fused_loss=false on a CPU"
+        )
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ValueError(
+            "parallelism.fused_loss needs the liger-kernel package (the trainer image's 'gpu' extra): "
+            "install it or set parallelism.fused_loss=false"
+        )
+    return {"use_liger_kernel": True}
+
+
+def sharding_arguments(config: TrainingConfig) -> dict[str, Any]:
+    """The DeepSpeed config for ``zero3``; nothing for ``ddp``; an error for layouts TRL cannot run."""
+    problems = engine_problems("trl", config.parallelism)
+    if problems:
+        raise ValueError(f"the trl engine cannot run this step's parallelism: {'; '.join(problems)}")
+    if config.parallelism.sharding != "zero3":
+        return {}
+    from longrl.train.engines.trl_deepspeed import deepspeed_config
+
+    return {"deepspeed": deepspeed_config(config.parallelism)}
+
+
 def trainer_arguments(config: TrainingConfig) -> dict[str, Any]:
     """transformers TrainingArguments fields that every step sets the same way."""
     model_kwargs: dict[str, Any] = {"dtype": "bfloat16" if config.bf16 else "float32"}
     if config.attn_implementation:
         model_kwargs["attn_implementation"] = config.attn_implementation
+    checkpointing = config.parallelism.gradient_checkpointing
     return {
         "output_dir": str(Path(config.output_dir) / CHECKPOINTS_DIR),
         "seed": config.seed,
@@ -43,14 +112,33 @@ def trainer_arguments(config: TrainingConfig) -> dict[str, Any]:
         "save_steps": config.save_steps,
         "save_total_limit": config.save_total_limit,
         "logging_steps": config.logging_steps,
-        "gradient_checkpointing": config.parallelism.gradient_checkpointing,
+        "gradient_checkpointing": checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
         "bf16": config.bf16,
         "use_cpu": not config.ray.use_gpu,
         "report_to": [],
         "disable_tqdm": False,
         "dataloader_num_workers": 0,
         "model_init_kwargs": model_kwargs,
+        **sharding_arguments(config),
+        **kernel_arguments(config),
     }
+
+
+def check_sharding(trainer: Any, config: TrainingConfig) -> dict[str, Any]:
+    """Records what this rank holds (``output_dir/sharding/rank{N}.json``); fails if ZeRO-3 did not shard."""
+    from longrl.train.engines.trl_deepspeed import record_sharding
+
+    report = record_sharding(trainer, config.parallelism.sharding, config.output_dir)
+    if trainer.is_world_process_zero():
+        logger.info(
+            "%s: rank 0 holds %d of %d parameter values (%s)",
+            config.parallelism.sharding,
+            report["local_numel"],
+            report["full_numel"],
+            report["distributed_type"],
+        )
+    return report
 
 
 def resume_point(config: TrainingConfig) -> str | None:
@@ -67,26 +155,84 @@ def read_validation_rows(config: TrainingConfig) -> list[dict[str, Any]]:
     return rows[: config.validation_max_examples]
 
 
+def release_training_memory(trainer: Any) -> None:
+    """Drops the optimizer, its states and the DeepSpeed engine, so validation has the memory.
+
+    Also forgets the process-wide ZeRO-3 setting transformers keeps: with it, loading the saved model
+    for validation would partition it again (``zero.Init``), a collective the other ranks never join.
+    """
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    trainer.accelerator.free_memory()
+    trainer.optimizer = None
+    trainer.lr_scheduler = None
+    trainer.model_wrapped = trainer.model
+    handler = trainer.callback_handler
+    handler.optimizer = handler.lr_scheduler = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def patient_group() -> Any:
+    """A gloo group of all ranks whose barrier outwaits validation (the job's own group times out sooner)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist.new_group(backend="gloo", timeout=VALIDATION_TIMEOUT)
+
+
+def validate_saved_model(config: TrainingConfig, model_dir: Path, device: Any) -> dict[str, float]:
+    """Scores the saved model: vLLM on GPUs when installed (tensor parallel as rollouts), else transformers."""
+    rows = read_validation_rows(config)
+    on_vllm = config.ray.use_gpu and vllm_available()
+    tensor_parallel = config.parallelism.rollout_tensor_parallel
+    if on_vllm and tensor_parallel > torch.cuda.device_count():
+        logger.warning(
+            "validation: %d GPUs visible, fewer than rollout_tensor_parallel=%d; vLLM uses one",
+            torch.cuda.device_count(),
+            tensor_parallel,
+        )
+        tensor_parallel = 1
+    return score_saved_model(
+        model_dir,
+        rows,
+        config.validation_max_new_tokens,
+        engine="vllm" if on_vllm else "transformers",
+        device=device,
+        dtype=torch.bfloat16 if config.bf16 else torch.float32,
+        tensor_parallel=tensor_parallel,
+        memory_fraction=config.parallelism.rollout_memory_fraction,
+    )
+
+
 def finish(trainer: Any, tokenizer: Any, config: TrainingConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """Saves the final model, scores it on validation data and writes result.json (rank 0); returns the result."""
+    """Saves the final model, scores it on validation data and writes result.json (rank 0); returns the result.
+
+    Every rank takes part in the save (ZeRO-3 gathers the shards), then frees its optimizer; rank 0
+    scores the saved directory while the others wait at a barrier.
+    """
     model_dir = Path(config.output_dir) / MODEL_DIR
     trainer.save_model(str(model_dir))
-    result: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(model_dir))
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        metrics = validation_metrics(
-            model, tokenizer, read_validation_rows(config), config.validation_max_new_tokens
-        )
+    release_training_memory(trainer)
+    waiting = patient_group()
+    result: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        metrics = validate_saved_model(config, model_dir, trainer.args.device)
         history = [entry for entry in trainer.state.log_history if "loss" in entry]
         result = {
             "config_fingerprint": config_fingerprint(config),
             "model_dir": str(model_dir),
             "global_step": trainer.state.global_step,
+            "parallelism": config.parallelism.model_dump(),
             "validation": metrics,
             "final_logs": history[-1] if history else {},
             **extra,
         }
         (Path(config.output_dir) / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    trainer.accelerator.wait_for_everyone()
+    wait_for_all_ranks(waiting)
     return result

@@ -1,4 +1,16 @@
-"""One curriculum RL phase: GRPO/DAPO with TRL on the phase's band plus retrospective samples."""
+"""One curriculum RL phase: GRPO/DAPO with TRL on the phase's band plus retrospective samples.
+
+Micro-batches: ``per_device_train_batch_size`` completions per forward/backward pass; with
+``parallelism.micro_batch_tokens``, as many as fit that budget at the phase's longest prompt plus
+the longest response (at least one), rounded down so that a worker's share of the step divides
+evenly. Rollouts: transformers ``generate`` by default (CPU); with ``use_vllm`` (GPUs), TRL's vLLM
+colocate mode -- an engine inside every training process, tensor parallel over groups of
+``rollout_tensor_parallel`` neighbouring ranks, at most ``rollout_memory_fraction`` of each GPU, and
+asleep (weights and KV cache released) while the policy trains. Colocate rather than TRL's server
+mode: it needs no extra GPUs or a ``trl vllm-serve`` process in the RayJob, TRL 1.16 builds its
+tensor-parallel groups itself and syncs ZeRO-3 weights rank by rank, and sleep mode gives the memory
+back to training; server mode would park GPUs that cannot train.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +28,8 @@ from longrl.curriculum import DIFFICULTY_FILE, TRAIN_DATA_FILE, DifficultyRecord
 from longrl.rewards import HybridReward, LLMJudge
 from longrl.tracking import MetricsSink
 from longrl.train.callbacks import DifficultyCheckpointCallback, MetricsCallback, restore_difficulty
-from longrl.train.common import finish, resume_point, trainer_arguments
+from longrl.train.checkpoints import MarkCheckpointComplete
+from longrl.train.common import check_sharding, finish, prepare_distributed, resume_point, trainer_arguments
 from longrl.train.config import RLStepConfig
 from longrl.train.dynamic_sampling import DynamicSamplingGRPOTrainer
 
@@ -38,11 +51,50 @@ class RecordedReward:
         return rewards
 
 
-def grpo_arguments(config: RLStepConfig) -> GRPOConfig:
+def completions_per_pass(config: RLStepConfig, prompt_tokens: int) -> int:
+    """Completions in one forward/backward pass of one worker (its micro-batch)."""
+    per_worker = config.train_batch_prompts * config.num_generations // config.ray.num_workers
+    budget = config.parallelism.micro_batch_tokens
+    if budget is None:
+        return config.per_device_train_batch_size
+    fitting = max(1, budget // (prompt_tokens + config.max_completion_length))
+    return max(d for d in range(1, min(fitting, per_worker) + 1) if per_worker % d == 0)
+
+
+def rollout_arguments(config: RLStepConfig, prompt_tokens: int) -> dict[str, Any]:
+    """GRPOConfig fields of the rollout engine: transformers generate, or vLLM colocated (GPUs)."""
+    if not config.use_vllm:
+        return {"use_vllm": False}
+    if not config.ray.use_gpu:
+        raise ValueError(
+            "use_vllm rolls out with vLLM colocated on the training GPUs (ray.use_gpu); vLLM's CPU backend "
+            "cannot take the policy's weight updates: set use_vllm=false on a CPU"
+        )
+    tensor_parallel = config.parallelism.rollout_tensor_parallel
+    workers, per_node = config.ray.num_workers, config.ray.gpus_per_node
+    if workers % tensor_parallel or (workers > per_node and per_node % tensor_parallel):
+        raise ValueError(
+            f"parallelism.rollout_tensor_parallel ({tensor_parallel}) must divide ray.num_workers ({workers}) "
+            f"and ray.gpus_per_node ({per_node}): each vLLM engine spans neighbouring ranks of one node"
+        )
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_tensor_parallel_size": tensor_parallel,
+        "vllm_gpu_memory_utilization": config.parallelism.rollout_memory_fraction,
+        "vllm_enable_sleep_mode": True,
+        "vllm_max_model_length": prompt_tokens + config.max_completion_length,
+    }
+
+
+def grpo_arguments(config: RLStepConfig, prompt_tokens: int) -> GRPOConfig:
+    """TRL's GRPOConfig for the phase; ``prompt_tokens``: its longest prompt (sizes micro-batches, vLLM)."""
     dapo = config.algorithm == "dapo"
+    per_pass = completions_per_pass(config, prompt_tokens)
+    per_worker = config.train_batch_prompts * config.num_generations // config.ray.num_workers
     return GRPOConfig(
-        **trainer_arguments(config),
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **(trainer_arguments(config) | {"per_device_train_batch_size": per_pass}),
+        gradient_accumulation_steps=per_worker // per_pass,
         num_generations=config.num_generations,
         temperature=config.temperature,
         top_p=config.top_p,
@@ -53,13 +105,16 @@ def grpo_arguments(config: RLStepConfig) -> GRPOConfig:
         loss_type="dapo" if dapo else "grpo",
         scale_rewards="group",
         reward_weights=[1.0, config.overlong_penalty_factor] if dapo and config.overlong_buffer else [1.0],
-        use_vllm=config.use_vllm,
-        vllm_mode="colocate",
-        vllm_gpu_memory_utilization=config.parallelism.rollout_memory_fraction,
-        vllm_tensor_parallel_size=config.parallelism.rollout_tensor_parallel,
         shuffle_dataset=True,
         remove_unused_columns=False,
+        **rollout_arguments(config, prompt_tokens),
     )
+
+
+def longest_prompt_tokens(config: RLStepConfig, rows: list[dict[str, Any]]) -> int:
+    if config.max_prompt_tokens is not None:
+        return config.max_prompt_tokens
+    return max(int(row.get("prompt_tokens") or 0) for row in rows) or 1
 
 
 def reward_functions(config: RLStepConfig, recorder: DifficultyRecorder) -> list[Any]:
@@ -81,20 +136,28 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
     )
     if not rows:
         raise ValueError(f"phase {config.phase} has no training examples in {config.train_file}")
+    prepare_distributed(config)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     recorder = DifficultyRecorder()
     sink = MetricsSink(out, config.tracking)
+    args = grpo_arguments(config, longest_prompt_tokens(config, rows))  # before the model (ZeRO-3)
     trainer = DynamicSamplingGRPOTrainer(
         model=config.model,
         reward_funcs=reward_functions(config, recorder),
-        args=grpo_arguments(config),
+        args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[MetricsCallback(sink), DifficultyCheckpointCallback(recorder), *callbacks],
+        callbacks=[
+            MetricsCallback(sink),
+            DifficultyCheckpointCallback(recorder),
+            MarkCheckpointComplete(),
+            *callbacks,
+        ],
         dynamic_sampling=config.dynamic_sampling,
         generation_batch_prompts=config.generation_batch_prompts,
         max_generation_rounds=config.max_generation_rounds,
     )
+    check_sharding(trainer, config)
     if trainer.is_world_process_zero():
         write_rows(rows, out / TRAIN_DATA_FILE)
         sink.log({f"curriculum/{k}": v for k, v in draw.items()}, step=0)

@@ -43,6 +43,7 @@ def run_step_here(step: Step, config: TrainingConfig, is_rank_zero: bool = True)
 
     A step that already finished with the same config in the same output directory is not run again.
     """
+    from longrl.train.common import prepare_distributed
     from longrl.train.staging import staged
 
     done = finished_result(config)
@@ -50,6 +51,7 @@ def run_step_here(step: Step, config: TrainingConfig, is_rank_zero: bool = True)
         logger.info("%s already holds this step's result: not training again", config.output_dir)
         return done
 
+    prepare_distributed(config)  # staging waits for the other ranks of the node
     with staged(config, is_rank_zero) as (local, callbacks):
         if step == "sft":
             from longrl.train.sft import run_sft

@@ -4,12 +4,18 @@ Inputs given as ``s3://`` URIs are downloaded (verified) to a local cache. An ``
 directory is mirrored by a local one: checkpoints already in the store are pulled first (so a
 restarted step resumes), every new checkpoint is pushed as soon as it is saved, and everything
 else is pushed when the step ends.
+
+With several ranks, one process per node (local rank 0) pulls and pushes while the node's other
+ranks wait: every node holds its own ranks' parts of a checkpoint (DeepSpeed shards, RNG states,
+difficulty records), and nodes need not share a filesystem. A checkpoint's completion marker goes
+up last, after every node has pushed, so the store never shows a half checkpoint as complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,25 +23,33 @@ from typing import Any
 from transformers import TrainerCallback
 
 from longrl import storage
-from longrl.train.checkpoints import CHECKPOINTS_DIR
+from longrl.train.checkpoints import CHECKPOINTS_DIR, COMPLETE_MARKER, checkpoint_dir, wait_for_all_ranks
 from longrl.train.config import TrainingConfig
 
 _INPUT_FIELDS = ("model", "train_file", "validation_file")
 
 
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 class PushCheckpoints(TrainerCallback):
-    """Pushes each checkpoint to the remote output directory right after it is saved (rank 0)."""
+    """Pushes each checkpoint to the remote output directory right after it is saved, marker last."""
 
     def __init__(self, remote_output: str) -> None:
         self.remote = storage.join(remote_output, CHECKPOINTS_DIR)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if not state.is_world_process_zero:
-            return
-        name = f"checkpoint-{state.global_step}"
-        local = Path(args.output_dir) / name
-        if local.is_dir():
-            storage.copy_tree(str(local), storage.join(self.remote, name))
+        local = checkpoint_dir(args.output_dir, state.global_step)
+        remote = storage.join(self.remote, local.name)
+        if _local_rank() == 0 and local.is_dir():
+            for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER):
+                storage.upload_file(path, storage.join(remote, path.relative_to(local).as_posix()))
+        wait_for_all_ranks()
+        marker = local / COMPLETE_MARKER
+        if state.is_world_process_zero and marker.is_file():
+            storage.upload_file(marker, storage.join(remote, COMPLETE_MARKER))
+        wait_for_all_ranks()
 
 
 def local_output_dir(remote: str) -> Path:
@@ -60,8 +74,9 @@ def staged(
     if remote:
         local = local_output_dir(remote)
         remote_checkpoints = storage.join(remote, CHECKPOINTS_DIR)
-        if storage.exists(remote_checkpoints):
+        if _local_rank() == 0 and storage.exists(remote_checkpoints):
             storage.copy_tree(remote_checkpoints, str(local / CHECKPOINTS_DIR))
+        wait_for_all_ranks()
         updates["output_dir"] = str(local)
         callbacks.append(PushCheckpoints(remote))
     yield config.model_copy(update=updates), callbacks
