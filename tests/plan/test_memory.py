@@ -137,6 +137,7 @@ def test_loss_positions_by_engine() -> None:
     verl = estimate(Q7, RL_60K, _nodes(1), "verl", Parallelism(sharding="fsdp"))
     verl_fused = estimate(Q7, RL_60K, _nodes(1), "verl", Parallelism(sharding="fsdp", fused_loss=True))
     assert trl.breakdown["loss"] == trl_fused.breakdown["loss"]  # TRL 1.16's LM head is always fused
+    assert trl_fused.breakdown["layer_backward"] < trl.breakdown["layer_backward"]  # Liger's norms and SwiGLU
     # verl: bf16 logits and their temperature-scaled copy for all 70K tokens
     assert verl.breakdown["loss"] == pytest.approx(4 * Q7.vocab_size * 70_000 / GIB, rel=1e-3)
     assert verl_fused.breakdown["loss"] < verl.breakdown["loss"] / 10

@@ -60,7 +60,8 @@ def test_an_impossible_request_names_what_to_add() -> None:
     assert "shorter phase" in plan.reason
     assert auto(Q32, RL_60K, Hardware(nodes=plan.min_gpus // 8, gpus_per_node=8)).fits
     assert not auto(Q32, RL_60K, Hardware(nodes=plan.min_gpus // 8 - 1, gpus_per_node=8)).fits
-    assert plan.estimate is not None and not plan.estimate.fits  # the closest placement, for the record
+    # the closest placement, for the record: TRL with everything offloaded, over the planner's 90% line
+    assert plan.estimate is not None and plan.estimate.peak_gib_per_gpu > (1 - HEADROOM) * 80
 
 
 def test_a_fixed_setting_in_the_way_is_named() -> None:

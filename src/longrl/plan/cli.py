@@ -364,3 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (head, grep -q) stopped reading: not an error of ours
+        sys.stdout = None
+        return 0

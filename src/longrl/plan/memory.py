@@ -34,17 +34,21 @@ Gathered parameters (sharded training computes on whole layers)
 ---------------------------------------------------------------
 * zero3: 4 bytes x the largest module (bf16 parameters + gradient of the module being computed), as
   DeepSpeed's estimator counts it, plus a prefetch bucket of 0.9 h^2 bf16 parameters (accelerate's "auto").
-* fsdp (verl wraps each decoder layer; embeddings, output head and final norm form the root unit, which
-  FSDP keeps unsharded from forward through backward): root unit 2 (bf16 params) + 2 (bf16 grads) bytes x its
-  parameters; decoder layers 2 x 2 bytes (the one computing and the one prefetched) + 6 bytes (its unsharded
-  bf16 gradient and the fp32 copy reduce-scattered) per layer parameter.
+* fsdp: longrl's verl engine runs verl's FSDP2 (``strategy: fsdp2``), which shards every decoder layer and,
+  when they are separate tensors, the input embeddings and the output head as units of their own
+  (``_select_fsdp2_wrap_targets``). The unit being computed holds its bf16 parameters (2), its unsharded
+  bf16 gradient (2) and the fp32 copy reduce-scattered (4), and the next decoder layer is prefetched (2):
+  8 x the largest unit + 2 x a decoder layer. With tied embeddings the embedding stays in the root unit,
+  which FSDP keeps unsharded from forward through backward: 4 x (V h) for it and 10 x a decoder layer.
 
 Activations (flash attention, bf16; bytes per token of T)
 ---------------------------------------------------------
 Saved for backward by one decoder layer: a = 16h (two RMSNorms: fp32 input 4h, bf16 normalised 2h, bf16
 output 2h) + 4(q + k') (flash attention keeps q, k, v, output) + 8I (SwiGLU: gate, up, SiLU(gate), product)
 [+ 6(q + k) for Qwen3's per-head norms], where k' = max(kv heads, sp) x head_dim (verl repeats key/value
-heads up to the sequence-parallel size).
+heads up to the sequence-parallel size). TRL with ``fused_loss`` runs Liger's kernels
+(``use_liger_kernel``): its RMSNorm keeps the bf16 input and its SwiGLU recomputes SiLU, so a = 8h +
+4(q + k') + 6I.
 
 * with gradient checkpointing (every decoder layer, as transformers does it): L x 2h T for the layer inputs,
   plus one layer recomputed during backward: a T, plus its gradients (4I + 4h) T;
@@ -57,7 +61,6 @@ The loss over the vocabulary (S scored tokens)
   whole, 4096-token x 32768-vocabulary bf16 tiles are; it keeps an fp32 gradient of the hidden states (4h S),
   the compacted hidden states (2h S) and an fp32 gradient of the output head (4 V h). GRPO scores only the
   completion (``logits_to_keep``), so S = T x response / (prompt + response); SFT scores all positions.
-  ``fused_loss`` changes nothing for TRL.
 * verl: computes logits for every token of the micro-batch (remove-padding: prompt and response, S = T; under
   Ulysses only its own 1/sp of them): bf16 logits 2V S, a temperature-scaled copy 2V S when the rollout
   temperature is not 1, flash-attention's cross-entropy writes its gradient in place; SFT: logits, log-softmax
@@ -192,11 +195,12 @@ def placement_problems(
     return problems
 
 
-def _layer_saved_bytes_per_token(shape: ModelShape, sp: int) -> float:
+def _layer_saved_bytes_per_token(shape: ModelShape, sp: int, liger: bool) -> float:
     h, q, i = shape.hidden_size, shape.q_dim, shape.intermediate_size
     kv_repeated = max(shape.num_kv_heads, sp) * shape.head_dim
     head_norms = 6 * (q + shape.kv_dim) if shape.qk_norm else 0
-    return 16 * h + 4 * (q + kv_repeated) + 8 * i + head_norms
+    norms, mlp = (8 * h, 6 * i) if liger else (16 * h, 8 * i)
+    return norms + 4 * (q + kv_repeated) + mlp + head_norms
 
 
 def _model_states(
@@ -230,12 +234,17 @@ def _gathered(shape: ModelShape, parallelism: Parallelism) -> dict[str, float]:
             "gathered_parameters": 4.0 * shape.largest_module_params,
             "prefetch_buffer": 2 * 0.9 * shape.hidden_size**2,
         }
-    return {"gathered_parameters": 4.0 * shape.root_params + 10.0 * shape.layer_params}
+    if shape.tie_word_embeddings:
+        return {"gathered_parameters": 4.0 * shape.root_params + 10.0 * shape.layer_params}
+    largest_unit = max(shape.embedding_params, shape.layer_params)
+    return {"gathered_parameters": 8.0 * largest_unit + 2.0 * shape.layer_params}
 
 
-def _activations(shape: ModelShape, parallelism: Parallelism, tokens: int) -> dict[str, float]:
+def _activations(
+    shape: ModelShape, engine: Engine, parallelism: Parallelism, tokens: int
+) -> dict[str, float]:
     sp = parallelism.sequence_parallel
-    saved = _layer_saved_bytes_per_token(shape, sp)
+    saved = _layer_saved_bytes_per_token(shape, sp, liger=engine == "trl" and parallelism.fused_loss)
     gradients = 4 * shape.intermediate_size + 4 * shape.hidden_size
     if parallelism.gradient_checkpointing:
         stored, working = shape.num_layers * 2 * shape.hidden_size, saved + gradients
@@ -327,7 +336,7 @@ def estimate(
     training = {
         **states,
         **_gathered(shape, parallelism),
-        **_activations(shape, parallelism, tokens),
+        **_activations(shape, engine, parallelism, tokens),
         "loss": _loss(shape, workload, engine, parallelism, tokens),
     }
     training["fragmentation"] = FRAGMENTATION * sum(training.values())

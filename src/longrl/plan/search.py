@@ -3,19 +3,25 @@
 Candidates: engine (trl, verl) x sharding (trl: ddp, zero3; verl: fsdp) x offload (none, optimizer,
 params + optimizer; none under ddp) x sequence parallel (1, 2, 4, 8 dividing the GPUs of a node and the
 attention heads; verl only) x micro-batch tokens (one sequence, 2 and 4 sequences) x gradient checkpointing
-x fused loss (verl only: TRL 1.16 always uses its own fused LM head) x rollout tensor parallel (1, 2, 4, 8
-dividing the heads and a node) x rollout memory fraction (0.3 ... 0.9). Fields the caller fixed are kept.
+x fused loss (verl: fused output-head kernels; TRL: Liger's kernels, its LM head is always fused) x rollout
+tensor parallel (1, 2, 4, 8 dividing the heads and a node) x rollout memory fraction (0.3 ... 0.9). Fields the
+caller fixed are kept.
 
-Among the placements that fit with 10% of the GPU's memory to spare (the model's margin of error; when
-none does, among those that fit at all, with a note), the one with the lowest nominal step time
-(``longrl.plan.cost``) wins, engine by engine, and TRL wins over verl whenever a TRL placement fits: TRL (ZeRO-3 through accelerate) is
-longrl's default engine, the one exercised end to end on a CPU in CI (sharded training, resume, save), while
-verl's GPU path can only be checked piecewise without GPUs; verl is chosen when only sequence parallelism (or
-its phase offload) makes the step fit, which is what it exists for here (32B at 60K).
+A placement the search picks must leave ``HEADROOM`` (10%) of the GPU's memory unused: that is the memory
+model's margin of error, and an out-of-memory error hours into a run costs more than a refusal in seconds.
+Only a fully fixed placement (every Parallelism field given) is judged by the bare limit, so that ``auto``
+of a fully fixed placement is its ``estimate``.
+
+Among the placements that qualify, the one with the lowest nominal step time (``longrl.plan.cost``) wins
+within an engine, and TRL wins over verl whenever a TRL placement qualifies: TRL (ZeRO-3 through
+accelerate) is longrl's default engine, the one exercised end to end on a CPU in CI (sharded training,
+resume, save), while verl's GPU path can only be checked piecewise without GPUs; verl is chosen when only
+its sequence parallelism (or its phase offload) makes the step fit, which is what it is here for (32B at
+60K).
 
 A request that fits nowhere gets a reason naming what to add: the smallest number of GPUs (whole nodes of
 the same size) that would fit, the longest phase that fits on the GPUs given, the fixed settings that stand
-in the way.
+in the way, and the closest placement's peak.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ MICRO_BATCH_SEQUENCES = (1, 2, 4)
 MEMORY_FRACTIONS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 OFFLOADS = ((False, False), (False, True), (True, True))  # (params, optimizer)
 MAX_NODES = 128
-HEADROOM = 0.1  # prefer placements that leave this share of the GPU's memory unused
+HEADROOM = 0.1  # share of the GPU's memory a searched placement must leave unused
 SHORTEST_PHASE = 1024
 
 
@@ -89,7 +95,7 @@ def _candidates(
         tuple(None if k == 1 else k * workload.sequence_tokens for k in MICRO_BATCH_SEQUENCES),
     )
     checkpointing = _choices("gradient_checkpointing", fixed, (False, True))
-    fused = _choices("fused_loss", fixed, (False, True) if engine == "verl" else (False,))
+    fused = _choices("fused_loss", fixed, (False, True))
     tensor_parallel = _choices("rollout_tensor_parallel", fixed, PARALLEL_SIZES if rl else (1,))
     fractions = _choices("rollout_memory_fraction", fixed, MEMORY_FRACTIONS if rl else (0.5,))
     unsharded = [(fixed.get("offload_params", False), fixed.get("offload_optimizer", False))]
@@ -116,6 +122,15 @@ def _candidates(
             )
 
 
+def _memory_limit(hardware: Hardware, fixed: dict[str, Any]) -> float:
+    everything_fixed = set(Parallelism.model_fields) <= set(fixed)
+    return hardware.gpu_memory_gib * (1 if everything_fixed else 1 - HEADROOM)
+
+
+def _qualifies(result: Estimate, limit: float) -> bool:
+    return result.fits and result.peak_gib_per_gpu <= limit
+
+
 def _search(
     shape: ModelShape,
     workload: Workload,
@@ -123,33 +138,29 @@ def _search(
     engines: tuple[Engine, ...],
     fixed: dict[str, Any],
 ) -> tuple[Estimate | None, Estimate | None, int]:
-    """(cheapest fitting placement by engine preference, the closest non-fitting one, placements evaluated)."""
-    roomy: Estimate | None = None  # fits with HEADROOM to spare
-    tight: Estimate | None = None
+    """(the cheapest qualifying placement of the first engine that has one, the closest other one, placements
+    evaluated)."""
+    limit = _memory_limit(hardware, fixed)
     closest: Estimate | None = None
     considered = 0
-    limit = (1 - HEADROOM) * hardware.gpu_memory_gib
     for engine in engines:
+        best: Estimate | None = None
+        settled: set[tuple[Any, ...]] = set()  # placements whose largest qualifying vLLM share is known
         for parallelism in _candidates(shape, workload, hardware, engine, fixed):
-            if placement_problems(shape, workload, hardware, engine, parallelism):
+            # fractions come largest first, and a larger KV cache only speeds rollouts up
+            key = tuple(parallelism.model_dump(exclude={"rollout_memory_fraction"}).values())
+            if key in settled or placement_problems(shape, workload, hardware, engine, parallelism):
                 continue
             considered += 1
             result = estimate(shape, workload, hardware, engine, parallelism)
-            if result.fits and result.peak_gib_per_gpu <= limit:
-                roomy = _cheaper(roomy, result)
-            elif result.fits:
-                tight = _cheaper(tight, result)
+            if _qualifies(result, limit):
+                best = _cheaper(best, result)
+                settled.add(key)
             elif closest is None or _closeness(result) < _closeness(closest):
                 closest = result
-        if roomy is not None or tight is not None:
-            break  # engines are in order of preference
-    if roomy is None and tight is not None:
-        note = (
-            f"no placement leaves {HEADROOM:.0%} of the GPU's memory to spare (the estimate's margin of error): "
-            "watch the first steps' peak memory"
-        )
-        tight = tight.model_copy(update={"notes": [*tight.notes, note]})
-    return roomy or tight, closest, considered
+        if best is not None:
+            return best, closest, considered
+    return None, closest, considered
 
 
 def _cheaper(current: Estimate | None, candidate: Estimate) -> Estimate:
@@ -173,16 +184,14 @@ def _fits_somewhere(
     if hardware.cpu_memory_gib_per_node is None:  # else offloading may not fit the CPU: try every offload
         frugal.update(offload_params=True, offload_optimizer=True)
     settings = {**frugal, **fixed}
+    limit = _memory_limit(hardware, fixed)
     for candidate_engine in _engines(engine):
-        engine_settings = dict(settings)
-        if candidate_engine == "trl":
-            engine_settings["fused_loss"] = fixed.get("fused_loss", False)
-        for parallelism in _candidates(shape, workload, hardware, candidate_engine, engine_settings):
+        for parallelism in _candidates(shape, workload, hardware, candidate_engine, settings):
             if parallelism.sharding == "ddp" and "sharding" not in fixed:
                 continue
             if placement_problems(shape, workload, hardware, candidate_engine, parallelism):
                 continue
-            if estimate(shape, workload, hardware, candidate_engine, parallelism).fits:
+            if _qualifies(estimate(shape, workload, hardware, candidate_engine, parallelism), limit):
                 return True
     return False
 
@@ -234,6 +243,11 @@ def _describe(result: Estimate) -> str:
     if result.rollout_gib is not None:
         layout += f", rollout tensor parallel {p.rollout_tensor_parallel} at {p.rollout_memory_fraction:g}"
     problems = f" ({'; '.join(result.problems)})" if result.problems else ""
+    if result.fits:
+        problems = (
+            f", less than the {HEADROOM:.0%} spare the planner keeps for its margin of error (give every "
+            "placement field to run it anyway)"
+        )
     return (
         f"{layout} needs {result.peak_gib_per_gpu:.1f} GiB per GPU in its {result.peak_phase} phase{problems}"
     )

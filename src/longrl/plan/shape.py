@@ -9,6 +9,7 @@ and which projections carry a bias. Parameter counts are exact for the architect
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class ModelShape(BaseModel):
     @property
     def layer_params(self) -> int:
         """One decoder layer: attention, MLP and its two RMSNorms."""
-        return self.attention_params + self.mlp_params + 2 * self.hidden_size
+        return _layer_params(self)
 
     @property
     def embedding_params(self) -> int:
@@ -89,7 +90,7 @@ class ModelShape(BaseModel):
 
     @property
     def parameters(self) -> int:
-        return self.num_layers * self.layer_params + self.root_params
+        return self.num_layers * _layer_params(self) + self.root_params
 
     @property
     def largest_module_params(self) -> int:
@@ -151,6 +152,11 @@ class ModelShape(BaseModel):
             qk_norm=model_type == "qwen3",
             max_position_embeddings=config.get("max_position_embeddings"),
         )
+
+
+@cache  # the planner's search asks thousands of times; shapes are frozen, so hashable
+def _layer_params(shape: ModelShape) -> int:
+    return shape.attention_params + shape.mlp_params + 2 * shape.hidden_size
 
 
 def _qwen2(name: str, **sizes: Any) -> ModelShape:
