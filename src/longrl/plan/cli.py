@@ -232,7 +232,7 @@ def describe_placement(engine: str, parallelism: Parallelism, kind: str) -> str:
         f"{engine} {p.sharding}",
         f"offload {offload or 'none'}",
         f"SP {p.sequence_parallel}",
-        f"micro-batch {p.micro_batch_tokens or '1 sequence'}",
+        f"micro-batch {f'{p.micro_batch_tokens} tokens' if p.micro_batch_tokens else '1 sequence'}",
         "checkpointing" if p.gradient_checkpointing else "no checkpointing",
     ]
     if p.fused_loss:

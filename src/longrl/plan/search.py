@@ -79,7 +79,7 @@ def _choices(name: str, fixed: dict[str, Any], options: tuple[Any, ...]) -> tupl
 def _candidates(
     shape: ModelShape, workload: Workload, hardware: Hardware, engine: Engine, fixed: dict[str, Any]
 ) -> Iterator[Parallelism]:
-    """Placements of ``engine`` that keep ``fixed``, cheapest-first within each memory setting."""
+    """Placements of ``engine`` that keep ``fixed``; consecutive ones differ in the vLLM share, largest first."""
     rl = workload.kind == "rl"
     offloads = [
         o
