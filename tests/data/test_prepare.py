@@ -180,7 +180,8 @@ def test_sft_records_get_a_completion_that_continues_the_think_block(tmp_path, t
         assert row["prompt"].endswith("<think>\n")
         assert not row["completion"].startswith("<think>")
         assert "</think>" in row["completion"]
-        assert row["completion"].endswith(f"Therefore, the answer is {row['answer']}.")
+        closing = "The correct answer is" if "choices" in row["data_source"] else "Therefore, the answer is"
+        assert row["completion"].endswith(f"{closing} {row['answer']}.")
 
 
 def test_verl_parquet_input(tmp_path, tiny_model_dir) -> None:

@@ -28,7 +28,8 @@ def test_every_record_is_valid_and_its_reasoning_earns_full_reward() -> None:
     for record in records(num_records=60, distractors=4, max_hops=3):
         parsed = SFTRecord.model_validate(canonical_fields(record))
         assert rule_reward(parsed.data_source, parsed.response, parsed.answer) == 1.0, record["id"]
-        wrong = parsed.response.replace(f"the answer is {parsed.answer}", "the answer is 999999 nothing")
+        wrong = re.sub(rf"answer is {re.escape(parsed.answer)}", "answer is 999999 nothing", parsed.response)
+        assert wrong != parsed.response
         assert rule_reward(parsed.data_source, wrong, parsed.answer) == 0.0
 
 

@@ -37,6 +37,9 @@ async def ask(judge: LLMJudge, *triples):
         ("[[NO]]", False),
         ("[[ yes ]]", True),
         ("First [[YES]] then on reflection [[NO]]", False),
+        ("[[YES]]\n\nLet me know if you need more.", None),  # only a verdict at the very end counts
+        ("Answer 1 says [[YES]]; they differ.", None),
+        ("Equivalent.\n**[[YES]]**.", True),
         ("YES", None),  # only the bracketed verdict counts
         ("", None),
         (None, None),
@@ -50,12 +53,14 @@ def test_verdicts_and_request_shape(verifier) -> None:
     url, script = verifier
     judge = make_judge(url)
     assert run(ask(judge, ("Capital?", "Paris", "paris"), ("Capital?", "Rome", "Paris"))) == [True, False]
-    body = next(b for b in script.requests if "Paris\n" in b["messages"][1]["content"])
+    body = next(b for b in script.requests if "<answer_1>\nParis\n" in b["messages"][1]["content"])
     assert body["temperature"] == 0.0
     assert body["model"] == "verifier"
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert "[[YES]]" in body["messages"][0]["content"]
-    assert body["messages"][1]["content"] == "Problem: Capital?\nAnswer 1: Paris\nAnswer 2: paris"
+    assert body["messages"][1]["content"] == (
+        "<problem>\nCapital?\n</problem>\n\n<answer_1>\nParis\n</answer_1>\n\n<answer_2>\nparis\n</answer_2>"
+    )
     assert judge.stats.yes == 1 and judge.stats.no == 1 and judge.stats.failures == 0
 
 
@@ -204,8 +209,8 @@ def test_hybrid_takes_the_judges_yes(verifier) -> None:
     reward = HybridReward(make_judge(url))
     result = run(scored(reward, "docmath_v1", said("twelve"), "12", "How many?"))
     assert (result.prediction, result.rule, result.judge, result.hybrid) == ("twelve", 0.0, 1.0, 1.0)
-    assert (
-        script.requests[0]["messages"][1]["content"] == "Problem: How many?\nAnswer 1: twelve\nAnswer 2: 12"
+    assert script.requests[0]["messages"][1]["content"] == (
+        "<problem>\nHow many?\n</problem>\n\n<answer_1>\ntwelve\n</answer_1>\n\n<answer_2>\n12\n</answer_2>"
     )
 
 

@@ -1,7 +1,13 @@
 """A real HTTP server speaking the OpenAI chat-completions API, with scriptable misbehaviour.
 
-It judges like a perfect verifier: [[YES]] when Answer 1 and Answer 2 are the same after
-lower-casing and stripping, or a pair the test declared synonyms, [[NO]] otherwise. ``mode`` makes it slow, failing or incoherent.
+It judges like a perfect verifier: [[YES]] when Answer 1 and Answer 2 (the text between the
+judge prompt's ``<answer_1>`` and ``<answer_2>`` tags) are the same after lower-casing and
+stripping, or a pair the test declared synonyms, [[NO]] otherwise. ``mode`` makes it slow,
+failing or incoherent, or a verifier that can be manipulated:
+
+* ``echo``: replies with Answer 1 as it received it, as a model that repeats its input would;
+* ``gullible``: reads each tagged span up to the first closing tag as data, like a model that
+  respects the delimiters, but obeys a verdict found anywhere outside them ("answer [[YES]]").
 """
 
 from __future__ import annotations
@@ -16,14 +22,20 @@ from http.server import BaseHTTPRequestHandler
 
 from tests.support.http_server import serve_http
 
-_ANSWERS = re.compile(r"Answer 1: (?P<a>.*)\nAnswer 2: (?P<b>.*)", re.DOTALL)
+_TAGGED = re.compile(r"<(?P<tag>problem|answer_1|answer_2)>\n?(?P<text>.*?)\n?</(?P=tag)>", re.DOTALL)
+
+
+def tagged_spans(user: str) -> tuple[dict[str, str], str]:
+    """The text of each tag (up to its first closing tag) and everything outside the tags."""
+    spans = {match["tag"]: match["text"] for match in _TAGGED.finditer(user)}
+    return spans, _TAGGED.sub("", user)
 
 
 class ScriptedVerifier:
     """Shared state between the test and the server thread."""
 
     def __init__(self) -> None:
-        self.mode = "ok"  # ok | slow | error500 | garbage | no_verdict | flaky
+        self.mode = "ok"  # ok | slow | error500 | garbage | no_verdict | flaky | echo | gullible
         self.delay_s = 0.0  # extra latency for every request
         self.slow_s = 5.0  # latency in "slow" mode
         self.flaky_failures = 2  # 503s before success in "flaky" mode
@@ -48,14 +60,18 @@ class ScriptedVerifier:
         if self.mode == "slow":
             time.sleep(self.slow_s)
         user = next(m["content"] for m in body["messages"] if m["role"] == "user")
-        match = _ANSWERS.search(user)
-        a, b = (match["a"].strip().lower(), match["b"].strip().lower()) if match else ("", " ")
+        spans, outside = tagged_spans(user)
+        a = spans.get("answer_1", "").strip().lower()
+        b = spans.get("answer_2", " ").strip().lower()
         same = a == b or (a, b) in self.synonyms
-        text = (
-            "They differ in wording only."
-            if self.mode == "no_verdict"
-            else (f"Comparing the two.\n{'[[YES]]' if same else '[[NO]]'}")
-        )
+        if self.mode == "no_verdict":
+            text = "They differ in wording only."
+        elif self.mode == "echo":
+            text = spans.get("answer_1", "")
+        elif self.mode == "gullible" and "[[YES]]" in outside:
+            text = "As instructed.\n[[YES]]"
+        else:
+            text = f"Comparing the two.\n{'[[YES]]' if same else '[[NO]]'}"
         completion = {
             "id": f"chatcmpl-{count}",
             "object": "chat.completion",

@@ -271,7 +271,10 @@ def prepare(config: PrepareConfig, tokenizer: Any | None = None) -> dict[str, An
         raise DataError(f"no valid rows in {', '.join(config.inputs)}; nothing was written")
 
     tokenizer = tokenizer or load_tokenizer(config.tokenizer)
-    prompts = [chat_prompt(tokenizer, row.record.context, row.record.question) for row in rows]
+    prompts = [
+        chat_prompt(tokenizer, row.record.context, row.record.question, row.record.prompt_answer_form)
+        for row in rows
+    ]
     lengths = measure_prompt_tokens(tokenizer, prompts, config.batch_size)
 
     bounds = config.phase_max_tokens

@@ -6,7 +6,11 @@ Two layouts are read:
   ``answer``, ``data_source``, optional ``id``; SFT rows add ``response``;
 * verl rows, as DocQA-RL-1.6K is published: ``data_source``, ``prompt`` (chat messages whose
   user turn is the QwenLong-L1 template filled with the document and question),
-  ``reward_model.ground_truth`` and ``extra_info.index``.
+  ``reward_model.ground_truth`` and ``extra_info.index``. The answer form the row's own prompt
+  asks for is kept (``answer_form``), so that the prompt longrl renders asks for it too.
+
+Ground truths published as answer sentences ("Therefore, the answer is 42.", "The correct answer
+is (B).") are reduced to the answer (``answer``), the sentence kept in ``raw_answer``.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from longrl.data.prompts import parse_user_prompt
+from longrl.data.prompts import (
+    answer_form_for,
+    answer_form_of_user_turn,
+    answer_form_problem,
+    parse_user_prompt,
+)
 from longrl.rewards.choice import extract_option_letter
-from longrl.rewards.extraction import THINK_END
+from longrl.rewards.extraction import THINK_END, published_answer
 from longrl.rewards.rule import AnswerKind, answer_kind
 
 # Other names the same fields go by in public long-document QA files.
@@ -51,6 +60,21 @@ class QARecord(BaseModel):
     context: str = Field(min_length=1)
     question: str = Field(min_length=1)
     answer: str = Field(min_length=1)
+    answer_form: str | None = Field(
+        None, description="The answer form the row's own prompt asked for (verl rows); None: its source's"
+    )
+    raw_answer: str | None = Field(
+        None, description="The ground truth as published, when it was an answer sentence reduced to `answer`"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reduce_published_answer(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("answer"), str):
+            reduced = published_answer(data["answer"])
+            if reduced is not None and reduced != data["answer"]:
+                return {**data, "answer": reduced, "raw_answer": data.get("raw_answer") or data["answer"]}
+        return data
 
     @field_validator("context", "question", "answer", "data_source", "id")
     @classmethod
@@ -69,9 +93,24 @@ class QARecord(BaseModel):
             )
         return value
 
+    @field_validator("answer_form")
+    @classmethod
+    def _answer_form_is_read_by_the_reward(cls, value: str | None, info: Any) -> str | None:
+        source = info.data.get("data_source")
+        if value is not None and source:
+            problem = answer_form_problem(value, source)
+            if problem:
+                raise ValueError(problem)
+        return value
+
     @property
     def content_hash(self) -> str:
         return content_hash(self.question, self.context)
+
+    @property
+    def prompt_answer_form(self) -> str:
+        """The answer form this record's prompt asks for: its own, else its source's."""
+        return self.answer_form or answer_form_for(self.data_source)
 
 
 class SFTRecord(QARecord):
@@ -112,6 +151,7 @@ def _from_verl(raw: dict[str, Any]) -> dict[str, Any]:
     parsed = parse_user_prompt(prompt) if isinstance(prompt, str) else None
     if parsed is not None:
         fields["context"], fields["question"] = parsed
+        fields["answer_form"] = answer_form_of_user_turn(prompt)
     reward_model = raw.get("reward_model") or {}
     extra_info = raw.get("extra_info") or {}
     fields["answer"] = reward_model.get("ground_truth") if isinstance(reward_model, dict) else None

@@ -207,8 +207,9 @@ def _fmt(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def _think(steps: Sequence[str], answer: str) -> str:
-    return "<think>\n" + "\n".join(steps) + "\n</think>\n\nTherefore, the answer is " + answer + "."
+def _think(steps: Sequence[str], answer: str, closing: str = "Therefore, the answer is") -> str:
+    """A reasoning response ending in the answer form its prompt asks for."""
+    return "<think>\n" + "\n".join(steps) + f"\n</think>\n\n{closing} {answer}."
 
 
 # ----- docmath ---------------------------------------------------------------------------------
@@ -450,7 +451,7 @@ def make_choice(rng: random.Random, target: int, distractors: int, count: TokenC
         "context": context,
         "question": question,
         "answer": answer,
-        "response": _think(steps, answer),
+        "response": _think(steps, answer, closing="The correct answer is"),  # the multiple-choice form
     }
 
 

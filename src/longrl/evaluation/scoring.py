@@ -2,7 +2,11 @@
 
 The headline score of an answer is max(exact match, judge): the judge is asked only when the
 answer is not already an exact match, as in training. DocMath answers are numbers, so their
-"exact match" is the numeric rule (tolerance and unit slips as in the reward).
+"exact match" is the numeric rule (tolerance and unit slips as in the reward). References given
+as answer sentences ("Therefore, the answer is X.") are reduced to X first.
+
+Scoring never raises: a sample whose scoring fails scores 0, keeps the error in its row
+(``error``) and is counted per benchmark (``errors``); the rest of the evaluation goes on.
 """
 
 from __future__ import annotations
@@ -13,22 +17,40 @@ from typing import Any
 
 from longrl.evaluation.benchmarks import EvalRecord
 from longrl.rewards import LLMJudge, exact_match, extract_final_answer, sub_exact_match, token_f1
-from longrl.rewards.rule import AnswerKind, answer_kind, score_answer
+from longrl.rewards.extraction import reference_answer
+from longrl.rewards.rule import AnswerKind, answer_kind, judge_can_help, log_scoring_error, score_answer
 
 METRICS = ("em", "sub_em", "f1", "judge", "score")
 
 
+_NO_MATCH = {"em": 0.0, "sub_em": 0.0, "f1": 0.0}
+
+
 def match_scores(record: EvalRecord, prediction: str | None) -> dict[str, float]:
     if not prediction:
-        return {"em": 0.0, "sub_em": 0.0, "f1": 0.0}
-    if answer_kind(record.data_source) is AnswerKind.NUMERIC:
-        numeric = max(score_answer(AnswerKind.NUMERIC, prediction, answer) for answer in record.answers)
-        return {"em": numeric, "sub_em": numeric, "f1": numeric}
+        return dict(_NO_MATCH)
+    kind = answer_kind(record.data_source)
+    answers = [reference_answer(answer) for answer in record.answers]
+    if kind is not AnswerKind.TEXT:  # numbers and option letters: the reward's rule is the match
+        rule = max(score_answer(kind, prediction, answer) for answer in answers)
+        return {"em": rule, "sub_em": rule, "f1": rule}
     return {
-        "em": max(exact_match(prediction, a) for a in record.answers),
-        "sub_em": max(sub_exact_match(prediction, a) for a in record.answers),
-        "f1": max(token_f1(prediction, a) for a in record.answers),
+        "em": max(exact_match(prediction, a) for a in answers),
+        "sub_em": max(sub_exact_match(prediction, a) for a in answers),
+        "f1": max(token_f1(prediction, a) for a in answers),
     }
+
+
+def _extract_and_match(
+    record: EvalRecord, completion: str
+) -> tuple[str | None, dict[str, float], str | None]:
+    """(prediction, match scores, error): never raises; an error scores 0."""
+    try:
+        choice = answer_kind(record.data_source) is AnswerKind.CHOICE
+        prediction = extract_final_answer(completion, choice=choice)
+        return prediction, match_scores(record, prediction), None
+    except Exception as exc:  # noqa: BLE001 - one bad sample must not end an evaluation
+        return None, dict(_NO_MATCH), log_scoring_error(exc, record.benchmark)
 
 
 async def _judge(
@@ -38,22 +60,35 @@ async def _judge(
         return 1.0
     if judge is None or not prediction:
         return 0.0 if not prediction else None
-    verdicts = [await judge.judge(record.question, prediction, answer) for answer in record.answers[:3]]
+    kind = answer_kind(record.data_source)
+    answers = [reference_answer(a) for a in record.answers[:3] if judge_can_help(kind, a)]
+    if not answers:
+        return 0.0
+    verdicts = [await judge.judge(record.question, prediction, answer) for answer in answers]
     if any(v is True for v in verdicts):
         return 1.0
     return None if all(v is None for v in verdicts) else 0.0
 
 
+async def _safe_judge(
+    judge: LLMJudge | None, record: EvalRecord, prediction: str | None, em: float
+) -> tuple[float | None, str | None]:
+    try:
+        return await _judge(judge, record, prediction, em), None
+    except Exception as exc:  # noqa: BLE001 - the verdict is lost, not the evaluation
+        return None, log_scoring_error(exc, record.benchmark)
+
+
 async def score_all(
     records: list[EvalRecord], completions: list[list[str]], judge: LLMJudge | None
 ) -> list[dict[str, Any]]:
-    """One row per (record, sample): the answer, its scores, and the judge's verdict (None: unavailable)."""
+    """One row per (record, sample): the answer, its scores, the judge's verdict (None: unavailable) and
+    the error that zeroed it (None: none)."""
     rows: list[dict[str, Any]] = []
     pending = []
     for record, samples in zip(records, completions, strict=True):
         for index, completion in enumerate(samples):
-            prediction = extract_final_answer(completion)
-            scores = match_scores(record, prediction)
+            prediction, scores, error = _extract_and_match(record, completion)
             rows.append(
                 {
                     "benchmark": record.benchmark,
@@ -64,11 +99,13 @@ async def score_all(
                     "completion": completion,
                     "prediction": prediction,
                     **scores,
+                    "error": error,
                 }
             )
-            pending.append(_judge(judge, record, prediction, scores["em"]))
-    for row, verdict in zip(rows, await asyncio.gather(*pending), strict=True):
+            pending.append(_safe_judge(judge, record, prediction, scores["em"]))
+    for row, (verdict, error) in zip(rows, await asyncio.gather(*pending), strict=True):
         row["judge"] = verdict
+        row["error"] = row["error"] or error
         row["score"] = max(row["em"], verdict or 0.0)
     return rows
 
@@ -88,6 +125,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "f1": sum(r["f1"] for r in items) / len(items),
             "judge": sum(judged) / len(judged) if judged else None,
             "judge_unavailable": sum(r["judge"] is None for r in items),
+            "errors": sum(r.get("error") is not None for r in items),
             "score": sum(r["score"] for r in items) / len(items),
         }
     scores = [b["score"] for b in summary["benchmarks"].values()]

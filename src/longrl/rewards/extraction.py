@@ -1,9 +1,14 @@
-"""Pulls the final answer out of a reasoning model's whole output.
+"""Pulls the final answer out of a reasoning model's whole output, and out of a published ground truth.
 
 The recipe's convention: the answer section is what follows the last ``</think>``; within it,
 the answer is what follows the last "the answer is" (the prompt asks the model to finish with
-"Therefore, the answer is ..."). Markdown emphasis, end-of-turn tokens and a trailing period are
-dropped. Nothing here evaluates model text; it is only sliced.
+"Therefore, the answer is ..."). Multiple-choice prompts ask for "The correct answer is (X)"
+instead, so for them "the correct answer is" is read as well. Markdown emphasis, end-of-turn
+tokens and a trailing period are dropped. Nothing here evaluates model text; it is only sliced.
+
+DocQA-RL-1.6K publishes its ground truths in the same answer form ("Therefore, the answer is
+12.5.", "The correct answer is (B)."): ``reference_answer`` reduces such a sentence to its answer
+and leaves a bare answer as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 
 THINK_END = "</think>"
 _ANSWER_MARKER = re.compile(r"the answer is", re.IGNORECASE)
+_CHOICE_MARKER = re.compile(r"the (?:correct )?answer is", re.IGNORECASE)
 # End-of-turn tokens of the chat templates we meet (ChatML/Qwen, Llama 3, DeepSeek-R1, generic).
 END_TOKENS = (
     "<|im_end|>",
@@ -22,6 +28,11 @@ END_TOKENS = (
     "</s>",
 )
 _BOXED = re.compile(r"^\\boxed\{(.*)\}$", re.DOTALL)
+
+
+def answer_marker(choice: bool) -> re.Pattern[str]:
+    """The phrase an answer follows: "the answer is", or for multiple choice also "the correct answer is"."""
+    return _CHOICE_MARKER if choice else _ANSWER_MARKER
 
 
 def answer_section(response: str) -> str | None:
@@ -44,18 +55,35 @@ def clean_answer(text: str) -> str:
     return text
 
 
-def answer_from_section(section: str) -> str | None:
-    """What follows the last "the answer is" in an answer section, cleaned; None if absent or empty."""
+def answer_from_section(section: str, choice: bool = False) -> str | None:
+    """What follows the last answer marker in an answer section, cleaned; None if absent or empty."""
     section = section.replace("*", "")
-    matches = list(_ANSWER_MARKER.finditer(section))
-    if not matches:
+    last = None
+    for match in answer_marker(choice).finditer(section):
+        last = match
+    if last is None:
         return None
-    return clean_answer(section[matches[-1].end() :]) or None
+    return clean_answer(section[last.end() :]) or None
 
 
-def extract_final_answer(response: str) -> str | None:
-    """The model's final answer from its whole output, or None when it gave none in the expected form."""
+def extract_final_answer(response: str, *, choice: bool = False) -> str | None:
+    """The model's final answer from its whole output, or None when it gave none in the expected form.
+
+    ``choice``: the response answers a multiple-choice question, whose prompt asks for
+    "The correct answer is (X)"; "the answer is (X)" is accepted too.
+    """
     section = answer_section(response)
     if section is None:
         return None
-    return answer_from_section(section)
+    return answer_from_section(section, choice)
+
+
+def published_answer(ground_truth: str) -> str | None:
+    """The answer of a ground truth published as an answer sentence ("Therefore, the answer is 42.",
+    "The correct answer is (B)."); None when it is a bare answer or states nothing after the marker."""
+    return answer_from_section(ground_truth, choice=True)
+
+
+def reference_answer(ground_truth: str) -> str:
+    """The answer a ground truth states, whether published as an answer sentence or bare."""
+    return published_answer(ground_truth) or ground_truth

@@ -1,4 +1,8 @@
-"""The hybrid reward: max(rule, judge), the judge asked only when the rule check says < 1."""
+"""The hybrid reward: max(rule, judge), the judge asked only when the rule check says < 1.
+
+Scoring never raises: an internal error (in the rule check or around the judge) scores 0 for
+that response, is logged, and is counted in ``reward/errors``; the rest of the batch is scored.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from longrl.rewards.extraction import extract_final_answer
+from longrl.rewards.extraction import reference_answer
 from longrl.rewards.judge import LLMJudge
-from longrl.rewards.rule import answer_kind, score_answer
+from longrl.rewards.rule import answer_kind, check_response, judge_can_help, log_scoring_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +24,7 @@ class RewardBreakdown:
     rule: float
     judge: float | None  # None: the judge was not asked, or could not answer
     judge_failed: bool = False
+    error: str | None = None  # an internal error that scored this response 0 (or lost its judge verdict)
 
     @property
     def hybrid(self) -> float:
@@ -27,10 +32,19 @@ class RewardBreakdown:
 
 
 def completion_text(completion: str | list[dict[str, Any]]) -> str:
-    """A completion as text, whether TRL hands it over as a string or as chat messages."""
+    """A completion as text, whether TRL hands it over as a string or as chat messages (never raises)."""
     if isinstance(completion, str):
         return completion
-    return "".join(message.get("content") or "" for message in completion)
+    if isinstance(completion, (list, tuple)):
+        return "".join(_message_text(message) for message in completion)
+    return "" if completion is None else str(completion)
+
+
+def _message_text(message: Any) -> str:
+    if isinstance(message, dict):
+        content = message.get("content")
+        return content if isinstance(content, str) else ""
+    return message if isinstance(message, str) else ""
 
 
 class HybridReward:
@@ -49,13 +63,22 @@ class HybridReward:
     async def score(
         self, data_source: str, response: str, ground_truth: str, question: str
     ) -> RewardBreakdown:
-        prediction = extract_final_answer(response)
-        if prediction is None:
-            return RewardBreakdown(prediction=None, rule=0.0, judge=None)
-        rule = score_answer(answer_kind(data_source), prediction, ground_truth)
+        """Scores one response; never raises (an error scores 0 and is recorded in ``error``)."""
+        outcome = check_response(data_source, response, ground_truth)
+        prediction, rule = outcome.prediction, outcome.score
+        if outcome.error is not None or prediction is None:
+            return RewardBreakdown(prediction=prediction, rule=rule, judge=None, error=outcome.error)
         if rule >= 1.0 or self.judge is None:
             return RewardBreakdown(prediction=prediction, rule=rule, judge=None)
-        verdict = await self.judge.judge(question, prediction, ground_truth)
+        try:
+            if not judge_can_help(answer_kind(data_source), ground_truth):
+                return RewardBreakdown(prediction=prediction, rule=rule, judge=None)
+            verdict = await self.judge.judge(question, prediction, reference_answer(ground_truth))
+        except Exception as exc:  # noqa: BLE001 - the judge client already catches its own failures
+            error = log_scoring_error(exc, data_source)
+            return RewardBreakdown(
+                prediction=prediction, rule=rule, judge=None, judge_failed=True, error=error
+            )
         if verdict is None:
             return RewardBreakdown(prediction=prediction, rule=rule, judge=None, judge_failed=True)
         return RewardBreakdown(prediction=prediction, rule=rule, judge=float(verdict))
@@ -109,7 +132,8 @@ class HybridReward:
 
 def batch_metrics(breakdowns: Sequence[RewardBreakdown]) -> dict[str, float]:
     """Means over a batch: rule, hybrid, accuracy (hybrid = 1), how often the judge was asked, rescued
-    an answer, or failed."""
+    an answer, or failed; and ``reward/errors``, the number (not share) of responses an internal error
+    scored 0, so that a single one stands out."""
     n = max(len(breakdowns), 1)
     return {
         "reward/rule": sum(b.rule for b in breakdowns) / n,
@@ -119,4 +143,5 @@ def batch_metrics(breakdowns: Sequence[RewardBreakdown]) -> dict[str, float]:
         "reward/judge_asked": sum(b.judge is not None or b.judge_failed for b in breakdowns) / n,
         "reward/judge_rescued": sum(b.hybrid > b.rule for b in breakdowns) / n,
         "reward/judge_failed": sum(b.judge_failed for b in breakdowns) / n,
+        "reward/errors": float(sum(b.error is not None for b in breakdowns)),
     }

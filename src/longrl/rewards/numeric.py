@@ -56,7 +56,14 @@ def _prepare(text: str) -> str:
     return " ".join(text.split())
 
 
+# Exponents this long are far past float range (and int() refuses strings past 4300 digits).
+_MAX_EXPONENT_DIGITS = 6
+
+
 def _power_of_ten(exponent: str) -> float:
+    digits = exponent.lstrip("+-").lstrip("0")
+    if len(digits) > _MAX_EXPONENT_DIGITS:
+        return 0.0 if exponent.startswith("-") else math.inf
     try:
         return 10.0 ** int(exponent)
     except OverflowError:

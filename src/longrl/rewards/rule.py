@@ -2,17 +2,29 @@
 
 Routing follows DocQA-RL-1.6K's ``data_source`` names: "docmath" sources are numeric, the
 "long_toc_choices" source is multiple choice, everything else ("multihoprag", "musique", ...) is
-free text scored by sub-exact match after SQuAD normalisation.
+free text scored by sub-exact match after SQuAD normalisation. Ground truths may be bare answers
+or, as the dataset publishes them, answer sentences ("Therefore, the answer is 42."); both are
+reduced to the answer before comparison.
+
+No input makes ``check_response`` or ``rule_reward`` raise: one model output must never stop an
+RL step or an evaluation. An internal error scores 0 and is reported in ``RuleOutcome.error``.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import enum
+import logging
 
 from longrl.rewards.choice import extract_option_letter
-from longrl.rewards.extraction import extract_final_answer
+from longrl.rewards.extraction import extract_final_answer, reference_answer
 from longrl.rewards.numeric import numeric_match, parse_numeric_answer
 from longrl.rewards.text import sub_exact_match
+
+logger = logging.getLogger(__name__)
+
+_errors_logged: collections.Counter[str] = collections.Counter()
 
 
 class AnswerKind(enum.StrEnum):
@@ -32,6 +44,7 @@ def answer_kind(data_source: str) -> AnswerKind:
 
 def score_answer(kind: AnswerKind, prediction: str, ground_truth: str) -> float:
     """1.0 when an extracted answer matches the reference under the rules of its kind, else 0.0."""
+    ground_truth = reference_answer(ground_truth)
     if kind is AnswerKind.CHOICE:
         predicted, expected = extract_option_letter(prediction), extract_option_letter(ground_truth)
         if expected is not None:
@@ -45,9 +58,46 @@ def score_answer(kind: AnswerKind, prediction: str, ground_truth: str) -> float:
     return sub_exact_match(prediction, ground_truth)
 
 
+def judge_can_help(kind: AnswerKind, ground_truth: str) -> bool:
+    """Whether asking the LLM judge makes sense: not for an option letter, which the rule decides
+    alone (the official recipe never judges multiple-choice answers)."""
+    return not (kind is AnswerKind.CHOICE and extract_option_letter(reference_answer(ground_truth)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleOutcome:
+    """The rule check of one response: the extracted answer, its score, and the error that zeroed it."""
+
+    prediction: str | None
+    score: float
+    error: str | None = None
+
+
+def check_response(data_source: str, response: str, ground_truth: str) -> RuleOutcome:
+    """Extracts the answer from a whole model output and scores it; never raises."""
+    try:
+        kind = answer_kind(data_source)
+        prediction = extract_final_answer(response, choice=kind is AnswerKind.CHOICE)
+        if prediction is None:
+            return RuleOutcome(prediction=None, score=0.0)
+        return RuleOutcome(prediction=prediction, score=score_answer(kind, prediction, ground_truth))
+    except Exception as exc:  # noqa: BLE001 - a scoring bug must cost one sample, not the run
+        return RuleOutcome(prediction=None, score=0.0, error=log_scoring_error(exc, data_source))
+
+
+def log_scoring_error(exc: BaseException, data_source: object) -> str:
+    """Logs a scoring error (the 1st, 2nd, 4th, 8th ... of its kind) and returns its one-line summary."""
+    kind = type(exc).__name__
+    _errors_logged[kind] += 1
+    count = _errors_logged[kind]
+    summary = f"{kind}: {str(exc)[:200]}"
+    if count & (count - 1) == 0:
+        logger.warning(
+            "scoring a response of %r failed (%s, %d so far); it scores 0", data_source, summary, count
+        )
+    return summary
+
+
 def rule_reward(data_source: str, response: str, ground_truth: str) -> float:
     """Scores a whole model output (reasoning included) against the reference answer: 1.0 or 0.0."""
-    prediction = extract_final_answer(response)
-    if prediction is None:
-        return 0.0
-    return score_answer(answer_kind(data_source), prediction, ground_truth)
+    return check_response(data_source, response, ground_truth).score
