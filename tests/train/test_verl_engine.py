@@ -254,7 +254,7 @@ def test_verl_dataset_gives_the_trl_engines_prompt_tokens(prepared, tiny_model_d
     from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
 
     from longrl.data.schema import canonical_fields
-    from longrl.train.engines.verl_data import chat_messages_of, write_phase_data
+    from longrl.train.engines.verl_data import chat_messages_of, validation_rows_within, write_phase_data
 
     rows = read_rows(prepared / "train-phase1.parquet")
     validation = read_rows(prepared / "validation.parquet")
@@ -279,6 +279,17 @@ def test_verl_dataset_gives_the_trl_engines_prompt_tokens(prepared, tiny_model_d
         rows[0]["id"],
         rows[0]["question"],
         rows[0]["answer"],
+    )
+    # verl validates on the validation rows that fit the phase's prompt length
+    limit = sorted(r["prompt_tokens"] for r in validation)[len(validation) // 2]
+    within = validation_rows_within(
+        step_config(
+            tiny_model_dir, tmp_path, prepared / "x", validation_file=str(prepared / "validation.parquet")
+        ),
+        limit,
+    )
+    assert within == [r for r in validation if r["prompt_tokens"] <= limit][:64] and len(within) < len(
+        validation
     )
     foreign = {**rows[0], "prompt": "<|im_start|>user\n" + rows[0]["prompt"].split("user\n", 1)[1]}
     foreign["prompt"] = foreign["prompt"].replace("<think>\n", "")
@@ -530,7 +541,10 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
     client = MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("verl-test")).info.run_id
     out = tmp_path / "phase2"
-    validation_rows = read_rows(prepared / "validation.parquet")[:3]
+    limit = max(r["prompt_tokens"] for r in read_rows(prepared / "train-phase2.parquet"))
+    validation_rows = [r for r in read_rows(prepared / "validation.parquet") if r["prompt_tokens"] <= limit][
+        :3
+    ]
     config = step_config(
         tiny_model_dir,
         out,

@@ -23,9 +23,9 @@ Only step 4's ``run_ppo`` needs GPUs; everything around it runs, and is tested, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from longrl.train.common import config_fingerprint, read_validation_rows
+    from longrl.train.common import config_fingerprint
     from longrl.train.engines.verl_checkpoint import (
         convert_checkpoint,
         global_step_of,
@@ -124,7 +124,7 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
         phase_overrides,
         validate_verl_config,
     )
-    from longrl.train.engines.verl_data import write_phase_data
+    from longrl.train.engines.verl_data import validation_rows_within, write_phase_data
     from longrl.train.engines.verl_logs import (
         append_metrics,
         attempt_log_path,
@@ -142,12 +142,15 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
         raise ValueError(f"phase {local.phase} has no training examples in {local.train_file}")
     write_rows(rows, layout.output_dir / TRAIN_DATA_FILE)
     tokenizer = AutoTokenizer.from_pretrained(local.model)
-    validation_rows = read_validation_rows(local)
+    prompt_limit = local.max_prompt_tokens or max(int(row["prompt_tokens"]) for row in rows)
+    validation_rows = validation_rows_within(local, prompt_limit)
     data = write_phase_data(rows, validation_rows, layout, tokenizer)
     sink = MetricsSink(layout.output_dir, local.tracking)
     sink.log({f"curriculum/{key}": value for key, value in draw.items()}, step=0)
 
-    recorder = f"longrl-difficulty-{uuid.uuid4().hex[:12]}"
+    # The same name on every attempt: verl logs its config to the step's MLflow run, which refuses
+    # a parameter whose value changes.
+    recorder = f"longrl-difficulty-{hashlib.sha256(original.output_dir.encode()).hexdigest()[:16]}"
     values = phase_overrides(local, data, layout, recorder=recorder, mlflow=bool(local.tracking.run_id))
     verl_config = compose_verl_config(hydra_overrides(values))
     validate_verl_config(verl_config)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from longrl.curriculum import write_rows
+from longrl.curriculum import read_rows, write_rows
 from longrl.train.engines.verl_config import PhaseData, PhaseLayout
 
 ABILITY = "long_context_qa"
@@ -86,3 +86,15 @@ def write_phase_data(
         longest_prompt_tokens=max(int(row["prompt_tokens"]) for row in rows),
         validation_rows=len(validation_rows),
     )
+
+
+def validation_rows_within(config: Any, prompt_limit: int) -> list[dict[str, Any]]:
+    """The first ``validation_max_examples`` validation rows whose prompt fits the phase's prompt length.
+
+    verl validates with the rollout engine, whose prompts are at most ``data.max_prompt_length``
+    (the phase's longest prompt); the validation set is drawn from every phase.
+    """
+    if not config.validation_file or config.validation_max_examples == 0:
+        return []
+    rows = [row for row in read_rows(config.validation_file) if int(row["prompt_tokens"]) <= prompt_limit]
+    return rows[: config.validation_max_examples]

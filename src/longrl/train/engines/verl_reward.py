@@ -16,6 +16,7 @@ engine owns; checkpoints save its state (``verl_checkpoint``), a resumed phase r
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from longrl.curriculum import DifficultyRecorder
@@ -72,10 +73,17 @@ async def record(recorder: str, example_id: str, reward: float) -> None:
     """Adds one rollout's reward to the phase's record; waits for it, so no reward is lost at the end."""
     import ray
 
-    handle = _RECORDERS.get(recorder)
-    if handle is None:
-        handle = _RECORDERS[recorder] = ray.get_actor(recorder)
-    await handle.add.remote([example_id], [reward])
+    for attempt in (1, 2):
+        handle = _RECORDERS.get(recorder)
+        if handle is None:
+            handle = _RECORDERS[recorder] = ray.get_actor(recorder)
+        try:
+            await handle.add.remote([example_id], [reward])
+            return
+        except ray.exceptions.RayActorError:
+            _RECORDERS.pop(recorder, None)  # an earlier attempt's actor: look the name up again
+            if attempt == 2:
+                raise
 
 
 class DifficultyActor:
@@ -93,10 +101,24 @@ class DifficultyActor:
         return self.recorder.state()
 
 
-def start_difficulty_actor(name: str, state: dict[str, tuple[float, int]] | None) -> Any:
-    """The phase's ``DifficultyActor`` under ``name`` in this Ray job (no CPU reserved: it only counts)."""
+def start_difficulty_actor(
+    name: str, state: dict[str, tuple[float, int]] | None, timeout_s: float = 30.0
+) -> Any:
+    """The phase's ``DifficultyActor`` under ``name`` in this Ray job (no CPU reserved: it only counts).
+
+    An actor left under that name by an earlier attempt in the same job is replaced.
+    """
     import ray
 
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.kill(ray.get_actor(name))
+        except ValueError:
+            break  # no such actor (any more)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Ray actor {name} of an earlier attempt does not go away")
+        time.sleep(0.2)
     return ray.remote(num_cpus=0)(DifficultyActor).options(name=name).remote(state)
 
 
