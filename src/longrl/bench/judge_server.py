@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-_ANSWERS = re.compile(r"Answer 1: (?P<a>.*)\nAnswer 2: (?P<b>.*)", re.DOTALL)
+# The judge prompt's tagged answers (longrl.rewards.judge.JUDGE_USER_TEMPLATE).
+_ANSWERS = re.compile(r"<answer_1>\n(?P<a>.*?)\n</answer_1>.*<answer_2>\n(?P<b>.*?)\n</answer_2>", re.DOTALL)
 
 
 class ServerStats:
