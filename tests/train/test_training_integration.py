@@ -13,79 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from longrl.curriculum import DIFFICULTY_FILE, TRAIN_DATA_FILE, read_difficulty
-from longrl.data import GenerateConfig, PrepareConfig, generate, prepare
 from longrl.rewards import JudgeConfig
 from longrl.tracking import TrackingConfig, read_metrics
 from longrl.train.checkpoints import CHECKPOINTS_DIR, MODEL_DIR, RESULT_FILE, latest_checkpoint
-from longrl.train.config import TINY_RL, TINY_SFT, RLStepConfig, SFTStepConfig, with_overrides
 from longrl.train.rl import run_rl
 from longrl.train.sft import run_sft
 from tests.support.openai_server import serve_verifier
+from tests.train.step_configs import rl_config, sft_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def data(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    common = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 16, "doc_tokens_max": 200}
-    generate(GenerateConfig(output=str(root / "sft.jsonl"), num_records=48, sft=True, seed=1, **common))
-    generate(GenerateConfig(output=str(root / "qa.jsonl"), num_records=80, seed=2, **common))
-    tokenizer = str(tiny_model_dir)
-    prepare(
-        PrepareConfig(
-            inputs=[str(root / "sft.jsonl")],
-            output_dir=str(root / "sft"),
-            tokenizer=tokenizer,
-            sft=True,
-            phase_max_tokens=[1000],
-            validation_fraction=0,
-        )
-    )
-    stats = prepare(
-        PrepareConfig(
-            inputs=[str(root / "qa.jsonl")],
-            output_dir=str(root / "rl"),
-            tokenizer=tokenizer,
-            phase_max_tokens=[220, 400],
-            validation_fraction=0.1,
-        )
-    )
-    assert all(phase["train_rows"] >= 8 for phase in stats["phases"])
-    return root
-
-
-def sft_config(tiny_model_dir, data, out, **overrides):
-    values = {
-        "model": str(tiny_model_dir),
-        "output_dir": str(out),
-        "train_file": str(data / "sft/train-phase1.parquet"),
-        "validation_file": str(data / "rl/validation.parquet"),
-        "validation_max_examples": 4,
-        "max_steps": 4,
-        "per_device_train_batch_size": 4,
-        "logging_steps": 1,
-    } | overrides
-    return with_overrides(SFTStepConfig, TINY_SFT, values)
-
-
-def rl_config(model, data, out, phase, **overrides):
-    values = {
-        "model": str(model),
-        "output_dir": str(out),
-        "phase": phase,
-        "train_file": str(data / f"rl/train-phase{phase}.parquet"),
-        "validation_file": str(data / "rl/validation.parquet"),
-        "validation_max_examples": 4,
-        "max_steps": 3,
-        "max_completion_length": 24,
-        "overlong_buffer": 8,
-        "per_device_train_batch_size": 16,
-        "train_batch_prompts": 2,
-        "generation_batch_prompts": 2,
-        "num_generations": 8,
-    } | overrides
-    return with_overrides(RLStepConfig, TINY_RL, values)
 
 
 def test_sft_then_two_rl_phases(tiny_model_dir, data, tmp_path) -> None:

@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,33 @@ def resume_point(config: TrainingConfig) -> str | None:
     return checkpoint
 
 
+def train(trainer: Any, checkpoint: str | None) -> str | None:
+    """Trains, resuming from ``checkpoint``; returns the checkpoint instead when it already holds the last step.
+
+    A step killed after its final checkpoint (while saving the model or validating) has nothing left
+    to train, but the Trainer resumed there would train one step more: its state and weights are
+    taken from the checkpoint instead.
+    """
+    from transformers import TrainerState
+
+    if checkpoint is not None:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            logger.info("%s holds the last step (%d): not training again", checkpoint, state.global_step)
+            trainer.state = state
+            return checkpoint
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return None
+
+
+def copy_checkpoint_model(checkpoint: str, model_dir: Path) -> None:
+    """The Hugging Face model files of a checkpoint (rank 0 saved them whole, ZeRO-3 gathered)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json"):
+        for path in Path(checkpoint).glob(pattern):
+            shutil.copyfile(path, model_dir / path.name)
+
+
 def read_validation_rows(config: TrainingConfig) -> list[dict[str, Any]]:
     if not config.validation_file or config.validation_max_examples == 0:
         return []
@@ -208,14 +236,24 @@ def validate_saved_model(config: TrainingConfig, model_dir: Path, device: Any) -
     )
 
 
-def finish(trainer: Any, tokenizer: Any, config: TrainingConfig, extra: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    trainer: Any,
+    tokenizer: Any,
+    config: TrainingConfig,
+    extra: dict[str, Any],
+    final_checkpoint: str | None = None,
+) -> dict[str, Any]:
     """Saves the final model, scores it on validation data and writes result.json (rank 0); returns the result.
 
     Every rank takes part in the save (ZeRO-3 gathers the shards), then frees its optimizer; rank 0
-    scores the saved directory while the others wait at a barrier.
+    scores the saved directory while the others wait at a barrier. ``final_checkpoint``: the model
+    comes from that checkpoint (``train`` found nothing left to train).
     """
     model_dir = Path(config.output_dir) / MODEL_DIR
-    trainer.save_model(str(model_dir))
+    if final_checkpoint is None:
+        trainer.save_model(str(model_dir))
+    elif trainer.is_world_process_zero():
+        copy_checkpoint_model(final_checkpoint, model_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(model_dir))
     release_training_memory(trainer)

@@ -29,7 +29,14 @@ from longrl.rewards import HybridReward, LLMJudge
 from longrl.tracking import MetricsSink
 from longrl.train.callbacks import DifficultyCheckpointCallback, MetricsCallback, restore_difficulty
 from longrl.train.checkpoints import MarkCheckpointComplete
-from longrl.train.common import check_sharding, finish, prepare_distributed, resume_point, trainer_arguments
+from longrl.train.common import (
+    check_sharding,
+    finish,
+    prepare_distributed,
+    resume_point,
+    train,
+    trainer_arguments,
+)
 from longrl.train.config import RLStepConfig
 from longrl.train.dynamic_sampling import DynamicSamplingGRPOTrainer
 
@@ -163,7 +170,7 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
         sink.log({f"curriculum/{k}": v for k, v in draw.items()}, step=0)
     checkpoint = resume_point(config)
     restore_difficulty(recorder, checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    final = train(trainer, checkpoint)
 
     from accelerate.utils import gather_object
 
@@ -173,7 +180,8 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
         for state in states:
             merged.merge(state)
         merged.write(out / DIFFICULTY_FILE, config.phase)
-    result = finish(trainer, tokenizer, config, {"step": f"rl-phase{config.phase}", "curriculum": draw})
+    extra = {"step": f"rl-phase{config.phase}", "curriculum": draw}
+    result = finish(trainer, tokenizer, config, extra, final_checkpoint=final)
     if result:
         sink.log(result["validation"], step=trainer.state.global_step)
     return result

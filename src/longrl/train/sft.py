@@ -18,7 +18,14 @@ from trl import SFTConfig, SFTTrainer
 from longrl.tracking import MetricsSink
 from longrl.train.callbacks import MetricsCallback
 from longrl.train.checkpoints import MarkCheckpointComplete
-from longrl.train.common import check_sharding, finish, prepare_distributed, resume_point, trainer_arguments
+from longrl.train.common import (
+    check_sharding,
+    finish,
+    prepare_distributed,
+    resume_point,
+    train,
+    trainer_arguments,
+)
 from longrl.train.config import SFTStepConfig
 
 
@@ -79,8 +86,8 @@ def run_sft(config: SFTStepConfig, callbacks: Sequence[TrainerCallback] = ()) ->
         callbacks=[MetricsCallback(sink), MarkCheckpointComplete(), *callbacks],
     )
     check_sharding(trainer, config)
-    trainer.train(resume_from_checkpoint=resume_point(config))
-    result = finish(trainer, tokenizer, config, {"step": "sft"})
+    final = train(trainer, resume_point(config))
+    result = finish(trainer, tokenizer, config, {"step": "sft"}, final_checkpoint=final)
     if result:
         sink.log(result["validation"], step=trainer.state.global_step)
     return result

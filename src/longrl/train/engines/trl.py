@@ -1,8 +1,10 @@
 """The ``trl`` engine: TRL's trainers on Ray Train workers (``TorchTrainer``), one worker per GPU.
 
 Each worker runs ``run_step_here``: the TRL SFT or GRPO/DAPO loop of ``longrl.train.sft`` /
-``longrl.train.rl``. A worker failure restarts the group up to ``ray.max_failures`` times; the
-step then resumes from its last checkpoint.
+``longrl.train.rl``, sharded with DeepSpeed ZeRO-3 when ``parallelism.sharding`` is ``zero3``
+(``longrl.train.engines.trl_deepspeed``; how every ``parallelism`` field reaches TRL is in
+``longrl.train.common``). A worker failure restarts the group up to ``ray.max_failures`` times;
+the step then resumes from its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -29,12 +31,26 @@ def _train_loop(payload: dict[str, Any]) -> None:
     ray.train.report({k.replace("/", "_"): v for k, v in metrics.items()})
 
 
+def preflight(step: str, config: TrainingConfig) -> None:
+    """Refuses, before any worker starts, a layout the workers would refuse (same checks, same words)."""
+    from longrl.train.common import kernel_arguments, sharding_arguments
+
+    sharding_arguments(config)
+    kernel_arguments(config)
+    if step == "rl":
+        from longrl.train.rl import rollout_arguments
+
+        rollout_arguments(config, prompt_tokens=1)  # type: ignore[arg-type]
+
+
 class TrlEngine:
     name = "trl"
 
     def run(self, step: str, config: TrainingConfig) -> dict[str, Any]:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
+
+        preflight(step, config)
 
         if storage.is_s3(config.output_dir):
             ray_storage = str(storage.cache_dir() / "ray")
