@@ -16,6 +16,7 @@ def plan_training(
     ray_workers: int,
     gpus_per_worker: int,
     gpu_memory_gib: float,
+    worker_memory_gib: int,
     plan: Output[Markdown],
 ) -> str:
     """Plans SFT and every RL phase on the pipeline's GPUs; fails, naming each step that cannot fit.

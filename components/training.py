@@ -18,6 +18,7 @@ def train_sft(
     ray_workers: int,
     gpus_per_worker: int,
     gpu_memory_gib: float,
+    worker_memory_gib: int,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
@@ -41,6 +42,7 @@ def train_sft(
             workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
             gpu_memory_gib=gpu_memory_gib,
+            worker_memory_gib=worker_memory_gib,
         ),
         step_tracking(tracking_uri, experiment, "sft"),
     )
@@ -70,6 +72,7 @@ def train_rl_phase(
     ray_workers: int,
     gpus_per_worker: int,
     gpu_memory_gib: float,
+    worker_memory_gib: int,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
@@ -108,6 +111,7 @@ def train_rl_phase(
             workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
             gpu_memory_gib=gpu_memory_gib,
+            worker_memory_gib=worker_memory_gib,
         ),
         step_tracking(tracking_uri, experiment, f"rl-phase{phase}", {"verifier.model": verifier_model}),
     )

@@ -86,6 +86,7 @@ PARAMETERS = {
     "ray_workers": "Ray worker pods (nodes) per training step",
     "gpus_per_worker": "GPUs per Ray worker pod",
     "gpu_memory_gib": str(RayResources.model_fields["gpu_memory_gib"].description),
+    "worker_memory_gib": str(Placement.model_fields["worker_memory_gib"].description),
     "mlflow_tracking_uri": "MLflow tracking server",
     "mlflow_experiment": "MLflow experiment of this pipeline's runs",
     "registered_model_name": str(RegistryConfig.model_fields["registered_model_name"].description),
@@ -133,6 +134,7 @@ def longrl_pipeline(
     ray_workers: int = default(Placement, "workers"),
     gpus_per_worker: int = 8,
     gpu_memory_gib: float = default(RayResources, "gpu_memory_gib"),
+    worker_memory_gib: int = default(Placement, "worker_memory_gib"),
     mlflow_tracking_uri: str = "http://mlflow.longrl.svc.cluster.local:5000",
     mlflow_experiment: str = "longrl",
     registered_model_name: str = default(RegistryConfig, "registered_model_name"),
@@ -151,6 +153,7 @@ def longrl_pipeline(
             "ray_workers": ray_workers,
             "gpus_per_worker": gpus_per_worker,
             "gpu_memory_gib": gpu_memory_gib,
+            "worker_memory_gib": worker_memory_gib,
         }
         plan = plan_training(
             base_model=base_model,

@@ -319,6 +319,9 @@ class Placement(BaseModel):
         1, ge=0, description="GPUs per worker pod (kuberay); one Ray Train worker each"
     )
     gpu_memory_gib: float = RayResources.model_fields["gpu_memory_gib"].default
+    worker_memory_gib: int = Field(
+        512, ge=1, description="Memory of a worker pod in GiB: offloaded states and model loading live here"
+    )
 
     def ray(self) -> dict[str, Any]:
         if self.launcher == "local":
@@ -329,13 +332,16 @@ class Placement(BaseModel):
             "use_gpu": self.gpus_per_worker > 0,
             "gpus_per_node": gpus,
             "gpu_memory_gib": self.gpu_memory_gib,
+            "cpu_memory_gib_per_node": float(self.worker_memory_gib),
         }
 
     def kuberay(self, engine: str) -> KubeRayConfig:
         return KubeRayConfig(
             namespace=self.namespace,
             image=self.verl_image if engine == "verl" else self.image,
-            workers=WorkerGroup(replicas=self.workers, gpus=self.gpus_per_worker),
+            workers=WorkerGroup(
+                replicas=self.workers, gpus=self.gpus_per_worker, memory=f"{self.worker_memory_gib}Gi"
+            ),
         )
 
 

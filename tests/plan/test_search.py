@@ -105,3 +105,16 @@ def test_the_step_planner_resolves_twice_to_the_same_placement(tmp_path: Path) -
     assert first.config.engine == second.config.engine == "verl"
     assert first.config.parallelism == second.config.parallelism
     assert second.plan.estimate.peak_gib_per_gpu == first.plan.estimate.peak_gib_per_gpu
+
+
+def test_when_cpu_memory_keeps_offloading_out_the_reason_says_how_much_a_node_needs() -> None:
+    workload = Workload(kind="rl", prompt_tokens=20_000, response_tokens=10_240)
+    small_pods = EIGHT_H100.model_copy(update={"cpu_memory_gib_per_node": 512})
+    plan = auto(Q32, workload, small_pods)
+    assert not plan.fits
+    unchecked = auto(Q32, workload, EIGHT_H100)
+    assert unchecked.fits and unchecked.estimate.cpu_gib_per_node > 512
+    needed = -(-unchecked.estimate.cpu_gib_per_node // 1)
+    assert f"at least {needed:.0f} GiB of CPU memory instead of 512" in plan.reason
+    roomy = EIGHT_H100.model_copy(update={"cpu_memory_gib_per_node": needed})
+    assert auto(Q32, workload, roomy).fits

@@ -60,6 +60,52 @@ def test_the_phase_bound_is_the_prompt_limit_unless_overridden(tiny_model_dir) -
 
 def test_the_gpu_placement_reaches_the_step_config_and_the_rayjob_image() -> None:
     placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=141)
-    assert placement.ray() == {"num_workers": 32, "use_gpu": True, "gpus_per_node": 8, "gpu_memory_gib": 141}
+    assert placement.ray() == {
+        "num_workers": 32,
+        "use_gpu": True,
+        "gpus_per_node": 8,
+        "gpu_memory_gib": 141,
+        "cpu_memory_gib_per_node": 512.0,
+    }
     assert placement.kuberay("verl").image == placement.verl_image != placement.kuberay("trl").image
     assert placement.kuberay("trl").workers.replicas == 4 and placement.kuberay("trl").workers.gpus == 8
+
+
+R1_32B = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"  # shapes the planner knows without a download
+PAPER_BOUNDS = (20_000, 60_000)
+
+
+def test_the_papers_32b_on_4x8_gpus_is_planned_with_verl_for_the_60k_phase() -> None:
+    placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=80)
+    rows = {row["step"]: row for row in plan(R1_32B, placement, preset="paper", bounds=PAPER_BOUNDS)}
+    assert set(rows) == {"sft", "rl-phase1", "rl-phase2"}
+    assert rows["rl-phase2"]["engine"] == "verl"
+    assert rows["rl-phase2"]["parallelism"]["sequence_parallel"] > 1
+    assert all(row["gpus"] == 32 and row["peak_gib_per_gpu"] <= 80 for row in rows.values())
+
+
+def test_a_7b_model_on_one_node_of_eight_fits_every_phase() -> None:
+    placement = Placement(launcher="kuberay", workers=1, gpus_per_worker=8)
+    rows = plan("Qwen/Qwen2.5-7B", placement, preset="paper", bounds=PAPER_BOUNDS)
+    assert [row["step"] for row in rows] == ["sft", "rl-phase1", "rl-phase2"]
+    assert all(row["parallelism"]["sharding"] != "ddp" for row in rows)
+
+
+def test_an_impossible_request_is_refused_in_seconds_naming_every_step_and_what_to_add() -> None:
+    import time
+
+    started = time.monotonic()
+    placement = Placement(launcher="kuberay", workers=1, gpus_per_worker=8, worker_memory_gib=256)
+    with pytest.raises(PlacementRefused) as refused:
+        plan(R1_32B, placement, preset="paper", bounds=PAPER_BOUNDS)
+    message = str(refused.value)
+    assert "rl-phase2:" in message and "needs at least 16 x 80 GiB GPUs" in message
+    assert "GiB of CPU memory instead of 256" in message
+    assert time.monotonic() - started < 60
+
+
+def test_forcing_unsharded_ddp_for_7b_at_60k_is_refused() -> None:
+    placement = Placement(launcher="kuberay", workers=1, gpus_per_worker=8)
+    ddp = {"engine": "trl", "parallelism": {"sharding": "ddp"}}
+    with pytest.raises(PlacementRefused, match="rl-phase2"):
+        plan("Qwen/Qwen2.5-7B", placement, preset="paper", rl=ddp, bounds=PAPER_BOUNDS)

@@ -27,6 +27,7 @@ in the way, and the closest placement's peak.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -232,7 +233,7 @@ def _longest_phase(
     return low // 1000 * 1000
 
 
-def _describe(result: Estimate) -> str:
+def _layout(result: Estimate) -> str:
     p = result.parallelism
     offload = "+".join(
         k for k, on in (("params", p.offload_params), ("optimizer", p.offload_optimizer)) if on
@@ -242,15 +243,17 @@ def _describe(result: Estimate) -> str:
     )
     if result.rollout_gib is not None:
         layout += f", rollout tensor parallel {p.rollout_tensor_parallel} at {p.rollout_memory_fraction:g}"
+    return f"{layout} needs {result.peak_gib_per_gpu:.1f} GiB per GPU in its {result.peak_phase} phase"
+
+
+def _describe(result: Estimate) -> str:
     problems = f" ({'; '.join(result.problems)})" if result.problems else ""
     if result.fits:
         problems = (
             f", less than the {HEADROOM:.0%} spare the planner keeps for its margin of error (give every "
             "placement field to run it anyway)"
         )
-    return (
-        f"{layout} needs {result.peak_gib_per_gpu:.1f} GiB per GPU in its {result.peak_phase} phase{problems}"
-    )
+    return _layout(result) + problems
 
 
 def _reason(
@@ -283,8 +286,25 @@ def _reason(
         )
     elif fewest is None:
         parts.append(f"not even {SHORTEST_PHASE} tokens fit: use GPUs with more memory")
+    parts.extend(_with_more_cpu_memory(shape, workload, hardware, engine, fixed))
     parts.extend(_without_fixed(shape, workload, hardware, engine, fixed))
     return "; ".join(parts), fewest
+
+
+def _with_more_cpu_memory(
+    shape: ModelShape, workload: Workload, hardware: Hardware, engine: Engine | None, fixed: dict[str, Any]
+) -> list[str]:
+    """What a larger worker pod would allow, when the CPU memory per node is what keeps offloading out."""
+    if hardware.cpu_memory_gib_per_node is None:
+        return []
+    unchecked = hardware.model_copy(update={"cpu_memory_gib_per_node": None})
+    best, _, _ = _search(shape, workload, unchecked, _engines(engine), fixed)
+    if best is None:
+        return []
+    return [
+        f"or give each node (worker pod) at least {math.ceil(best.cpu_gib_per_node)} GiB of CPU memory instead "
+        f"of {hardware.cpu_memory_gib_per_node:g}: then {_layout(best)}"
+    ]
 
 
 def _without_fixed(

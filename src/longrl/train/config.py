@@ -29,6 +29,11 @@ class RayResources(BaseModel):
     gpu_memory_gib: float = Field(
         80.0, gt=0, description="Memory one GPU offers, in GiB (80 for an H100 80GB)"
     )
+    cpu_memory_gib_per_node: float | None = Field(
+        None,
+        gt=0,
+        description="CPU memory of one node (worker pod) for offloaded states and model loading; None: unchecked",
+    )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker")
     max_failures: int = Field(
         1, ge=0, description="Times Ray restarts a failed worker group (it resumes from the last checkpoint)"

@@ -36,7 +36,10 @@ def hardware(config: TrainingConfig) -> Hardware:
     workers = config.ray.num_workers
     per_node = min(config.ray.gpus_per_node, workers)
     return Hardware(
-        nodes=math.ceil(workers / per_node), gpus_per_node=per_node, gpu_memory_gib=config.ray.gpu_memory_gib
+        nodes=math.ceil(workers / per_node),
+        gpus_per_node=per_node,
+        gpu_memory_gib=config.ray.gpu_memory_gib,
+        cpu_memory_gib_per_node=config.ray.cpu_memory_gib_per_node,
     )
 
 
@@ -50,10 +53,18 @@ def longest_prompt(train_file: str) -> int:
 def workload(step: str, config: TrainingConfig) -> Workload:
     if step == "sft":
         assert isinstance(config, SFTStepConfig)
-        return Workload(kind="sft", prompt_tokens=config.max_length, response_tokens=0)
+        sequences = (
+            config.per_device_train_batch_size * config.gradient_accumulation_steps * config.ray.num_workers
+        )
+        return Workload(kind="sft", prompt_tokens=config.max_length, sequences_per_step=sequences)
     assert isinstance(config, RLStepConfig)
-    prompt = config.max_prompt_tokens or longest_prompt(config.train_file)
-    return Workload(kind="rl", prompt_tokens=prompt, response_tokens=config.max_completion_length)
+    return Workload(
+        kind="rl",
+        prompt_tokens=config.max_prompt_tokens or longest_prompt(config.train_file),
+        response_tokens=config.max_completion_length,
+        temperature=config.temperature,
+        sequences_per_step=config.train_batch_prompts * config.num_generations,
+    )
 
 
 def plan_step(step: str, config: TrainingConfig) -> Plan:
@@ -98,6 +109,6 @@ def resolve(step: str, config: TrainingConfig) -> Resolved:
         return Resolved(config.model_copy(update={"engine": "trl"}), None)
     plan = plan_step(step, config)
     if not plan.fits:
-        raise PlacementRefused(f"{step} step of {config.model} does not fit: {plan.reason}")
+        raise PlacementRefused(str(plan.reason))
     assert plan.engine is not None and plan.parallelism is not None
     return Resolved(config.model_copy(update={"engine": plan.engine, "parallelism": plan.parallelism}), plan)
