@@ -54,6 +54,13 @@ def said(closing: str) -> str:
         (CHOICE, said("Therefore, the answer is (B)."), "The correct answer is (B).", 1.0),
         (CHOICE, said("the correct answer is (B)."), "The correct answer is (B).", 1.0),
         (CHOICE, said("The correct answer is (E)."), "The correct answer is (E).", 1.0),
+        # The last choice answer wins, like the last "the answer is" (official: the first one -> 0).
+        (
+            CHOICE,
+            said("The correct answer is (A)... no, Section 7 decides it: the correct answer is (B)."),
+            "The correct answer is (B).",
+            1.0,
+        ),
         # An option letter must stand alone (official reads the "D" of "Definitely" -> 1).
         (CHOICE, said("The correct answer is Definitely (C)."), "The correct answer is (D).", 0.0),
         # Text is parsed, never evaluated (official: 0 here too, but it eval()s the normalised text).

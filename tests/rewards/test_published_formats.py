@@ -103,6 +103,8 @@ CHOICE_REASONING = (
         ("the correct answer is (b)", "The correct answer is (B).", 1.0),
         ("Therefore, the answer is (B).", "The correct answer is (B).", 1.0),
         ("Therefore, the correct answer is (B) Data Retention.", "B", 1.0),
+        ("The correct answer is (B). This is because the answer is stated in Section 7.", "B", 1.0),
+        ("The correct answer is B, not (C).", "The correct answer is (B).", 1.0),
         ("The correct answer is (A).", "The correct answer is (B).", 0.0),
         (
             "The correct answer is Definitely (C).",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
-# Tried in order; the first that matches wins.
+# Tried in order; the first that matches wins. A letter the answer starts with comes first, so that
+# "B, not (C)" is B.
 _OPTION_PATTERNS = (
-    re.compile(r"\(([A-J])\)", re.IGNORECASE),  # "(B)", "(B) Paris", "The correct answer is (B)"
+    re.compile(r"^\s*\(([A-J])\)", re.IGNORECASE),  # "(B)", "(b) Paris"
     re.compile(r"^\s*\[?([A-J])\]?\s*(?:[.):,\-]|$)"),  # "B", "B.", "B) Paris", "[B]"
+    re.compile(r"\(([A-J])\)", re.IGNORECASE),  # "Definitely (C)", "The correct answer is (B)"
     re.compile(r"\b(?:option|choice|answer)\s*:?\s*\(?((?-i:[A-J]))\b", re.IGNORECASE),  # "option B"
 )
 

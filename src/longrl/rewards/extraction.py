@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from longrl.rewards.choice import extract_option_letter
+
 THINK_END = "</think>"
 _ANSWER_MARKER = re.compile(r"the answer is", re.IGNORECASE)
 _CHOICE_MARKER = re.compile(r"the (?:correct )?answer is", re.IGNORECASE)
@@ -56,14 +58,21 @@ def clean_answer(text: str) -> str:
 
 
 def answer_from_section(section: str, choice: bool = False) -> str | None:
-    """What follows the last answer marker in an answer section, cleaned; None if absent or empty."""
+    """What follows the last answer marker in an answer section, cleaned; None if absent or empty.
+
+    For multiple choice, the last marker followed by an option letter wins ("The correct answer is
+    (B), since the answer is stated in Section 7" answers B), else the last marker.
+    """
     section = section.replace("*", "")
-    last = None
-    for match in answer_marker(choice).finditer(section):
-        last = match
-    if last is None:
+    matches = list(answer_marker(choice).finditer(section))
+    if not matches:
         return None
-    return clean_answer(section[last.end() :]) or None
+    if choice:  # each marker's own stretch of text, up to the next marker, is searched once
+        bounds = [*(m.start() for m in matches[1:]), len(section)]
+        for match, stop in zip(reversed(matches), reversed(bounds), strict=True):
+            if extract_option_letter(clean_answer(section[match.end() : stop])) is not None:
+                return clean_answer(section[match.end() :])
+    return clean_answer(section[matches[-1].end() :]) or None
 
 
 def extract_final_answer(response: str, *, choice: bool = False) -> str | None:
