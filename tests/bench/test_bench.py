@@ -146,6 +146,20 @@ def test_gpu_memory_grid_logic_without_a_gpu() -> None:
     assert figures["20k/checkpointing/tokens_per_s"].ratio is None  # plain did not fit
 
 
+def test_gpu_memory_records_the_planners_prediction_over_the_measured_peak() -> None:
+    measured = {"checkpointing": {8192: gpu_memory.StepResult(True, [1.0], 20.0)}}
+    [planned] = gpu_memory.planner_figures(measured, completion=512, gpu_memory_gib=80)
+    predicted = gpu_memory.planner_prediction(gpu_memory.VARIANTS[1], 8192, 512, 80)
+    assert planned.name == "planner/8k/checkpointing/predicted_peak"
+    assert planned.value.median == predicted and planned.ratio == pytest.approx(predicted / 20.0)
+    assert predicted > gpu_memory.planner_prediction(gpu_memory.VARIANTS[1], 4096, 512, 80)
+    # the planner is asked about the model the benchmark builds: Qwen2.5-1.5B's shape
+    from longrl.plan import BUILTIN_SHAPES, ModelShape
+
+    built = ModelShape.from_config(gpu_memory.qwen2_1_5b_config().to_dict(), name="x")
+    assert built.parameters == BUILTIN_SHAPES["Qwen/Qwen2.5-1.5B"].parameters
+
+
 def test_gpu_memory_steps_a_tiny_model_on_cpu() -> None:
     import torch
     from transformers import Qwen2Config
@@ -154,7 +168,7 @@ def test_gpu_memory_steps_a_tiny_model_on_cpu() -> None:
         vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=1, num_key_value_heads=1, use_cache=False,
     )  # fmt: skip
-    stepper = gpu_memory.Stepper(config, "cpu", torch.float32)
+    stepper = gpu_memory.Stepper(config, "cpu", torch.bfloat16)
     variants = [v for v in gpu_memory.VARIANTS if not v.fused_loss]
     grid = gpu_memory.measure_grid(stepper, variants, [32, 64], completion=8, repeats=1)
     assert all(r.fits for results in grid.values() for r in results.values())

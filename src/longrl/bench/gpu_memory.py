@@ -1,13 +1,19 @@
 """RL step throughput and peak GPU memory at long prompts, for a Qwen2-1.5B-sized model (GPU only).
 
-A random-initialised model with Qwen2-1.5B's shape (bfloat16) takes RL-like training steps on one
-sequence of prompt + completion tokens: forward, a token-level loss over the completion only (the
-cost of GRPO's policy-gradient loss, which weights the same log-probabilities by advantages),
-backward and an AdamW step. Each prompt length (8K, 20K, 60K tokens) is tried with and without
+A random-initialised model with Qwen2-1.5B's shape takes RL-like training steps on one sequence of
+prompt + completion tokens, in the trl engine's unsharded precision (fp32 weights and AdamW states,
+bf16 autocast): forward, a token-level loss over the completion only (the cost of GRPO's
+policy-gradient loss, which weights the same log-probabilities by advantages), backward and an
+AdamW step. Each prompt length (8K, 20K, 60K tokens) is tried with and without
 gradient checkpointing, and with and without Liger's fused linear cross-entropy (the logits of
 the completion are never materialised) when ``liger_kernel`` imports. Peak memory is
 ``torch.cuda.max_memory_allocated``; an out-of-memory step marks that length and every longer one
-as not fitting. Baseline of every figure: the plain variant (no checkpointing, unfused loss).
+as not fitting. Baseline of the throughput and memory figures: the plain variant (no checkpointing,
+unfused loss).
+
+``planner/...`` figures put the placement planner's prediction for the same step (``longrl.plan``:
+engine trl, one GPU, no sharding, the training phase) over the measured peak, so the first GPU run
+calibrates the planner: a ratio of 1.0 is a perfect prediction, above 1 a conservative one.
 """
 
 from __future__ import annotations
@@ -88,14 +94,15 @@ class StepResult:
 class Stepper:
     """One model and optimizer; ``step`` runs a training step of a given length and variant."""
 
-    def __init__(self, model_config: Any, device: str, dtype: Any) -> None:
+    def __init__(self, model_config: Any, device: str, autocast_dtype: Any = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
         self.device = device
+        self.autocast_dtype = autocast_dtype
         with torch.device(device):
             self.model = AutoModelForCausalLM.from_config(
-                model_config, dtype=dtype, attn_implementation="sdpa"
+                model_config, dtype=torch.float32, attn_implementation="sdpa"
             )
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-6)
@@ -121,7 +128,10 @@ class Stepper:
         else:
             self.model.gradient_checkpointing_disable()
         ids = torch.randint(0, self.vocab, (1, prompt + completion), device=self.device)
-        self._loss(ids, completion, variant.fused_loss).backward()
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(self.device, dtype=self.autocast_dtype, enabled=enabled):
+            loss = self._loss(ids, completion, variant.fused_loss)
+        loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -238,6 +248,45 @@ def grid_figures(grid: dict[str, dict[int, StepResult]], completion: int) -> lis
     return figures
 
 
+def planner_prediction(variant: Variant, prompt: int, completion: int, gpu_memory_gib: float) -> float:
+    """The planner's training-phase GiB for this step: trl engine, one GPU, unsharded."""
+    from longrl.plan import Hardware, ModelShape, Parallelism, Workload, estimate
+
+    result = estimate(
+        ModelShape.from_config(qwen2_1_5b_config().to_dict(), name="Qwen2-1.5B shape"),
+        Workload(kind="rl", prompt_tokens=prompt, response_tokens=completion),
+        Hardware(nodes=1, gpus_per_node=1, gpu_memory_gib=gpu_memory_gib),
+        "trl",
+        Parallelism(
+            sharding="ddp", gradient_checkpointing=variant.checkpointing, fused_loss=variant.fused_loss
+        ),
+    )
+    return result.training_gib
+
+
+def planner_figures(
+    grid: dict[str, dict[int, StepResult]], completion: int, gpu_memory_gib: float
+) -> list[Figure]:
+    """Predicted over measured peak memory for every step that fitted."""
+    figures = []
+    for variant in VARIANTS:
+        for length, result in grid.get(variant.name, {}).items():
+            if result.fits and result.peak_gib:
+                predicted = planner_prediction(variant, length, completion, gpu_memory_gib)
+                figures.append(
+                    figure(
+                        f"planner/{length // 1024}k/{variant.name}/predicted_peak",
+                        "GiB",
+                        [predicted],
+                        [result.peak_gib],
+                        baseline_name="measured peak",
+                        better="lower",
+                        note="ratio = planner / measured (1.0: exact, > 1: conservative)",
+                    )
+                )
+    return figures
+
+
 def grid_details(grid: dict[str, dict[int, StepResult]]) -> dict[str, Any]:
     return {
         name: {str(length): dataclasses.asdict(r) for length, r in results.items()}
@@ -254,10 +303,14 @@ def run(context: BenchContext) -> BenchmarkResult:
     variants = [v for v in VARIANTS if not v.fused_loss or liger_available()]
     stepper = Stepper(qwen2_1_5b_config(), "cuda", torch.bfloat16)
     grid = measure_grid(stepper, variants, sizes.lengths, sizes.completion_tokens, context.config.repeats)
+    gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     details = {
         "gpu": torch.cuda.get_device_name(0),
         "completion_tokens": sizes.completion_tokens,
         "liger": liger_available(),
         "grid": grid_details(grid),
     }
-    return BenchmarkResult(figures=grid_figures(grid, sizes.completion_tokens), details=details)
+    figures = grid_figures(grid, sizes.completion_tokens) + planner_figures(
+        grid, sizes.completion_tokens, gpu_gib
+    )
+    return BenchmarkResult(figures=figures, details=details)
