@@ -67,7 +67,7 @@ def fsdp_checkpoint(tiny_model_dir, tmp_path_factory):
     return root / "actor", torch.load(expected)
 
 
-def step_config(model: Path, out: Path, train_file: Path, **values) -> RLStepConfig:
+def step_config(model: Path, out: Path | str, train_file: Path, **values) -> RLStepConfig:
     base = {
         "model": str(model),
         "output_dir": str(out),
@@ -520,14 +520,18 @@ class StandInTrainer:
 
 
 @pytest.mark.slow
-def test_engine_leaves_the_trl_engines_outputs_and_resumes(
-    prepared, tiny_model_dir, tiny_tokenizer, fsdp_checkpoint, tmp_path, ray_local, monkeypatch
+def test_engine_leaves_the_trl_engines_outputs_in_s3_and_resumes_on_a_fresh_node(
+    prepared, tiny_model_dir, tiny_tokenizer, fsdp_checkpoint, tmp_path, ray_local, monkeypatch, s3_endpoint
 ):
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM
 
+    from longrl import storage
     from longrl.train.engines.verl import VerlEngine
+    from longrl.train.staging import local_output_dir
     from longrl.train.validation import score_completions
+
+    monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
 
     # an earlier phase to draw retrospective samples from
     earlier = tmp_path / "phase1"
@@ -540,14 +544,14 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("verl-test")).info.run_id
-    out = tmp_path / "phase2"
+    uri = "s3://longrl/runs/phase2"
     limit = max(r["prompt_tokens"] for r in read_rows(prepared / "train-phase2.parquet"))
     validation_rows = [r for r in read_rows(prepared / "validation.parquet") if r["prompt_tokens"] <= limit][
         :3
     ]
     config = step_config(
         tiny_model_dir,
-        out,
+        uri,
         prepared / "train-phase2.parquet",
         phase=2,
         retrospective_from=[str(earlier)],
@@ -568,8 +572,12 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
     )
     with pytest.raises(TrainingFailed, match="GPU node was lost"):
         VerlEngine(trainer=first).run("rl", config)
-    assert (out / CHECKPOINTS_DIR / "global_step_1" / "difficulty_state.json").is_file()
-    assert not (out / RESULT_FILE).exists()
+    # verl's checkpoint, the difficulty record with it, then the tracker naming it went to the store
+    pushed = set(storage.list_files(f"{uri}/{CHECKPOINTS_DIR}"))
+    assert {"latest_checkpointed_iteration.txt", "global_step_1/difficulty_state.json"} <= pushed
+    assert "global_step_1/actor/model_world_size_2_rank_1.pt" in pushed
+    assert not storage.exists(f"{uri}/{RESULT_FILE}")
+    shutil.rmtree(local_output_dir(uri))  # the step restarts on a fresh node: only the store remains
 
     answers = [f"Hmm.\n</think>\nTherefore, the answer is {r['answer']}." for r in validation_rows[:2]] + [
         "no idea"
@@ -578,6 +586,8 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
         monkeypatch, tiny_tokenizer, actor_dir, steps=[2], answers_right=False, validation_outputs=answers
     )
     result = VerlEngine(trainer=second).run("rl", config)
+    out = tmp_path / "downloaded"
+    storage.copy_tree(uri, str(out))
 
     # the same result keys as the trl engine's result.json, and the files the next phase reads
     assert json.loads((out / RESULT_FILE).read_text()) == result
@@ -595,6 +605,7 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
 
     assert result["config_fingerprint"] == config_fingerprint(config)
     assert result["global_step"] == 2 and result["step"] == "rl-phase2"
+    assert result["model_dir"] == f"{uri}/{MODEL_DIR}"
     assert result["curriculum"]["retrospective_drawn"] > 0
     trained = read_rows(out / TRAIN_DATA_FILE)
     assert any(r["retrospective"] for r in trained)
@@ -629,4 +640,4 @@ def test_engine_leaves_the_trl_engines_outputs_and_resumes(
     assert client.get_metric_history(run_id, "val/accuracy")[-1].value == pytest.approx(2 / 3)
     # the verl config of the run, for reproducing it by hand
     assert "verl.trainer.main_ppo" in (out / "verl" / "command.txt").read_text()
-    assert second.configs[0].trainer.default_local_dir == str(out / CHECKPOINTS_DIR)
+    assert second.configs[0].trainer.default_local_dir == str(local_output_dir(uri) / CHECKPOINTS_DIR)

@@ -10,7 +10,8 @@ node, so on several nodes ``output_dir`` (or, for s3:// outputs, the local stagi
 
 ``PhaseCheckpointCallback`` (verl's ``trainer.checkpoint_callback_class``, run by verl's driver
 after each save) adds the difficulty record's state to the checkpoint and, for an s3:// output,
-pushes the checkpoint and then the tracker, so the store never points at a half checkpoint.
+pushes the checkpoint (and verl's metric logs) and then the tracker, so the store never points at a
+half checkpoint.
 ``convert_checkpoint`` turns the last checkpoint into ``output_dir/model`` with verl's own model
 merger (``verl.model_merger``).
 """
@@ -73,10 +74,14 @@ def load_difficulty_state(checkpoint: Path | None) -> dict[str, tuple[float, int
 
 
 def push_checkpoint(checkpoint: Path, remote_output: str) -> None:
-    """Copies ``global_step_N`` to ``remote_output/checkpoints/`` and then the tracker that names it."""
-    remote = storage.join(remote_output, CHECKPOINTS_DIR)
+    """Copies ``global_step_N`` and verl's metric logs to ``remote_output/checkpoints/``, then the tracker."""
+    from longrl.train.engines.verl_config import METRIC_LOGS_DIR
+
+    local, remote = checkpoint.parent, storage.join(remote_output, CHECKPOINTS_DIR)
     storage.copy_tree(str(checkpoint), storage.join(remote, checkpoint.name))
-    storage.upload_file(checkpoint.parent / TRACKER_FILE, storage.join(remote, TRACKER_FILE))
+    if (local / METRIC_LOGS_DIR).is_dir():
+        storage.copy_tree(str(local / METRIC_LOGS_DIR), storage.join(remote, METRIC_LOGS_DIR))
+    storage.upload_file(local / TRACKER_FILE, storage.join(remote, TRACKER_FILE))
 
 
 class PhaseCheckpointCallback(CheckpointCallback):

@@ -31,6 +31,9 @@ REWARD_FUNCTION_NAME = "compute_score"
 CHECKPOINT_CALLBACK = "longrl.train.engines.verl_checkpoint.PhaseCheckpointCallback"
 FILTER_GROUPS_METRIC = "acc"  # the official script's choice: DAPO drops groups of equal accuracy
 VERL_DIR = "verl"
+# verl's per-step metric logs live with the checkpoints: they are pushed with each checkpoint and
+# pulled back with them, so a step resumed on another node keeps its earlier attempts' metrics.
+METRIC_LOGS_DIR = "verl_metrics"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +68,7 @@ class PhaseLayout:
 
     @property
     def metric_logs(self) -> Path:
-        return self.verl_dir / "metrics"
+        return self.checkpoints / METRIC_LOGS_DIR
 
     @property
     def config_file(self) -> Path:

@@ -2,8 +2,8 @@
 
 - Metrics: verl's ``file`` logger (``VERL_FILE_LOGGER_PATH``) writes ``{"step": N, "data": {...}}``
   per training step; each attempt of a step gets its own file (verl truncates the file it opens),
-  and ``training_metrics`` merges them, later attempts winning for a step logged twice, into the
-  lines of ``metrics.jsonl``. verl's ``mlflow`` logger sends the same metrics to the step's MLflow
+  kept next to the checkpoints (pushed and pulled back with them), and ``training_metrics`` merges
+  them, later attempts winning for a step logged twice, into the lines of ``metrics.jsonl``. verl's ``mlflow`` logger sends the same metrics to the step's MLflow
   run itself (it attaches to ``MLFLOW_RUN_ID``).
 - Validation: verl validates with its vLLM rollout on the last step and dumps each answer
   (``trainer.validation_data_dir``, ``{step}.jsonl``: ``input``, ``output``, ``gts``, ``score``,
