@@ -158,9 +158,10 @@ def test_prepared_prompts_ask_for_the_form_their_reward_reads(tmp_path, tiny_mod
         validation_fraction=0.0,
     )
     prepare(config)
-    prepared = pq.read_table(tmp_path / "out" / "train-phase1.parquet").to_pylist()
     published = {str(r["extra_info"]["index"]): r["reward_model"]["ground_truth"] for r in rows}
+    prepared = pq.read_table(tmp_path / "out" / "train-phase1.parquet").to_pylist()
     assert sorted(r["answer"] for r in prepared) == ["(B)", "6", "yes"]
+    assert all(r["raw_answer"] == published[r["id"]] for r in prepared)  # the published sentence is kept
     for row in prepared:
         parts = parse_prompt(row["prompt"])
         assert parts is not None and parts.question == row["question"]

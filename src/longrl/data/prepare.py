@@ -204,6 +204,7 @@ def _output_row(row: Row, prompt: str, tokens: int, phase: int) -> dict[str, Any
         "data_source": record.data_source,
         "question": record.question,
         "answer": record.answer,
+        "raw_answer": record.raw_answer,  # the published answer sentence, when `answer` was reduced from one
         "prompt": prompt,
         "prompt_tokens": tokens,
         "phase": phase,
@@ -214,7 +215,7 @@ def _output_row(row: Row, prompt: str, tokens: int, phase: int) -> dict[str, Any
 
 
 def _write_parquet(rows: list[dict[str, Any]], path: Path, sft: bool) -> dict[str, Any]:
-    columns = ["id", "data_source", "question", "answer", "prompt", "prompt_tokens", "phase"]
+    columns = ["id", "data_source", "question", "answer", "raw_answer", "prompt", "prompt_tokens", "phase"]
     if sft:
         columns.append("completion")
     schema = pa.schema(
