@@ -223,6 +223,46 @@ def test_unknown_keys_and_invalid_values_fail_in_verls_config_system(tiny_model_
         phase_overrides(odd, data, PhaseLayout(tmp_path))
 
 
+def test_step_config_variants_reach_verl(tiny_model_dir, tmp_path):
+    data = PhaseData(train_rows=9, longest_prompt_tokens=300, validation_rows=0)
+    grpo = composed(
+        step_config(tiny_model_dir, tmp_path, tmp_path / "t", algorithm="grpo", num_train_epochs=2), data
+    )
+    assert grpo.algorithm.filter_groups.enable is False
+    assert grpo.actor_rollout_ref.actor.clip_ratio_high == 0.2
+    assert grpo.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-mean"
+    assert grpo.reward.reward_kwargs.overlong_buffer_cfg.enable is False
+    assert (grpo.trainer.total_epochs, grpo.trainer.total_training_steps) == (2, None)
+    assert grpo.trainer.test_freq == -1  # no validation rows
+    kl = composed(
+        step_config(
+            tiny_model_dir,
+            tmp_path,
+            tmp_path / "t",
+            beta=0.04,
+            bf16=False,
+            num_train_epochs=1.5,
+            attn_implementation="sdpa",
+            parallelism={"sharding": "fsdp", "fused_loss": True},
+        ),
+        data,
+    )
+    assert (kl.actor_rollout_ref.actor.use_kl_loss, kl.actor_rollout_ref.actor.kl_loss_coef) == (True, 0.04)
+    assert kl.actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype == "fp32"
+    assert kl.actor_rollout_ref.rollout.dtype == "float32"
+    assert kl.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    assert kl.actor_rollout_ref.model.use_fused_kernels is True
+    assert (kl.trainer.total_epochs, kl.trainer.total_training_steps) == (2, 6)  # 1.5 x 4 batches
+    steps = composed(step_config(tiny_model_dir, tmp_path, tmp_path / "t", max_steps=10), data)
+    assert (steps.trainer.total_epochs, steps.trainer.total_training_steps) == (3, 10)
+    with pytest.raises(ValueError, match="lr_scheduler_type"):
+        phase_overrides(
+            step_config(tiny_model_dir, tmp_path, tmp_path / "t", lr_scheduler_type="linear"),
+            data,
+            PhaseLayout(tmp_path),
+        )
+
+
 def test_values_pass_verls_override_grammar_unchanged():
     values = [
         "/data/a b/c:d.parquet",

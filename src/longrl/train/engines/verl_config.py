@@ -419,17 +419,15 @@ def validate_verl_config(config: Any) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    use_reference = need_reference_policy(config)
-    validate_config(config, use_reference_policy=use_reference, use_critic=need_critic(config))
-    sections = [
+    validate_config(
+        config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
+    )
+    for section in (
         config.algorithm,
         config.actor_rollout_ref.model,
         config.actor_rollout_ref.rollout,
         config.actor_rollout_ref.rollout.checkpoint_engine,
-    ]
-    if use_reference:
-        sections.append(config.actor_rollout_ref.ref)
-    for section in sections:
+    ):
         omega_conf_to_dataclass(section)
     resolve_reward_manager_cls(config)
 
