@@ -23,6 +23,7 @@ Only step 4's ``run_ppo`` needs GPUs; everything around it runs, and is tested, 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -103,37 +104,23 @@ def trainer_env(config: RLStepConfig, metric_log: Path, remote_output: str | Non
     return env
 
 
-def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
-    """Trains one phase with verl in ``local.output_dir`` (``original``: the config as given, s3:// kept)."""
-    from omegaconf import OmegaConf
+@dataclasses.dataclass
+class PhaseInputs:
+    """What a phase trains and validates on, written where verl reads it."""
+
+    rows: list[dict[str, Any]]
+    draw: dict[str, Any]
+    validation_rows: list[dict[str, Any]]
+    data: Any  # verl_config.PhaseData
+    tokenizer: Any
+
+
+def write_phase_inputs(local: RLStepConfig, layout: Any) -> PhaseInputs:
+    """The phase's rows (own band + retrospective draws) as ``train_data.parquet`` and verl parquet."""
     from transformers import AutoTokenizer
 
-    from longrl.train.common import config_fingerprint
-    from longrl.train.engines.verl_checkpoint import (
-        convert_checkpoint,
-        global_step_of,
-        latest_checkpoint,
-        load_difficulty_state,
-        shared_directory_problems,
-    )
-    from longrl.train.engines.verl_config import (
-        PhaseLayout,
-        command_line,
-        compose_verl_config,
-        hydra_overrides,
-        phase_overrides,
-        validate_verl_config,
-    )
     from longrl.train.engines.verl_data import validation_rows_within, write_phase_data
-    from longrl.train.engines.verl_logs import (
-        append_metrics,
-        attempt_log_path,
-        training_metrics,
-        validation_from_dump,
-    )
-    from longrl.train.engines.verl_reward import difficulty_state, start_difficulty_actor
 
-    layout = PhaseLayout(Path(local.output_dir))
     layout.verl_dir.mkdir(parents=True, exist_ok=True)
     rows, draw = phase_dataset(
         local.train_file, local.retrospective_from, local.retrospective_share, seed=local.seed + local.phase
@@ -145,17 +132,39 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
     prompt_limit = local.max_prompt_tokens or max(int(row["prompt_tokens"]) for row in rows)
     validation_rows = validation_rows_within(local, prompt_limit)
     data = write_phase_data(rows, validation_rows, layout, tokenizer)
-    sink = MetricsSink(layout.output_dir, local.tracking)
-    sink.log({f"curriculum/{key}": value for key, value in draw.items()}, step=0)
+    return PhaseInputs(rows, draw, validation_rows, data, tokenizer)
 
-    # The same name on every attempt: verl logs its config to the step's MLflow run, which refuses
-    # a parameter whose value changes.
-    recorder = f"longrl-difficulty-{hashlib.sha256(original.output_dir.encode()).hexdigest()[:16]}"
-    values = phase_overrides(local, data, layout, recorder=recorder, mlflow=bool(local.tracking.run_id))
+
+def difficulty_recorder_name(output_dir: str) -> str:
+    # The same name on every attempt of a step: verl logs its whole config to the step's MLflow run,
+    # which refuses a parameter whose value changes.
+    return f"longrl-difficulty-{hashlib.sha256(output_dir.encode()).hexdigest()[:16]}"
+
+
+def verl_run_config(local: RLStepConfig, inputs: PhaseInputs, layout: Any, recorder: str) -> Any:
+    """verl's config for the phase, validated by verl, written next to the phase as YAML and command line."""
+    from omegaconf import OmegaConf
+
+    from longrl.train.engines.verl_config import (
+        command_line,
+        compose_verl_config,
+        hydra_overrides,
+        phase_overrides,
+        validate_verl_config,
+    )
+
+    values = phase_overrides(
+        local, inputs.data, layout, recorder=recorder, mlflow=bool(local.tracking.run_id)
+    )
     verl_config = compose_verl_config(hydra_overrides(values))
     validate_verl_config(verl_config)
     layout.command_file.write_text(command_line(values) + "\n")
     layout.config_file.write_text(OmegaConf.to_yaml(verl_config))
+    return verl_config
+
+
+def check_checkpoints_shared(layout: Any) -> None:
+    from longrl.train.engines.verl_checkpoint import shared_directory_problems
 
     problems = shared_directory_problems(layout.checkpoints)
     if problems:
@@ -164,24 +173,71 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
             "all Ray nodes of this job (mount a ReadWriteMany volume there, or set LONGRL_CACHE_DIR to "
             "one for s3:// outputs): " + "; ".join(problems)
         )
-    remote = original.output_dir if storage.is_s3(original.output_dir) else None
+
+
+def train(
+    local: RLStepConfig, verl_config: Any, layout: Any, recorder: str, remote: str | None, trainer: Trainer
+) -> dict[str, tuple[float, int]]:
+    """Runs verl's trainer with the phase's difficulty record alive (restored when it resumes); returns
+    the record's state."""
+    import ray
+
+    from longrl.train.engines.verl_checkpoint import latest_checkpoint, load_difficulty_state
+    from longrl.train.engines.verl_logs import attempt_log_path
+    from longrl.train.engines.verl_reward import difficulty_state, start_difficulty_actor
+
     env = trainer_env(local, attempt_log_path(layout.metric_logs), remote)
     actor = start_difficulty_actor(recorder, load_difficulty_state(latest_checkpoint(layout.checkpoints)))
     try:
         trainer(verl_config, env)
-        state = difficulty_state(actor)
+        return difficulty_state(actor)
     except Exception as exc:
         raise TrainingFailed(f"rl phase {local.phase} failed in verl's trainer: {exc}") from exc
     finally:
-        import ray
-
         ray.kill(actor)
+
+
+def final_checkpoint(layout: Any) -> Path:
+    from longrl.train.engines.verl_checkpoint import latest_checkpoint
 
     final = latest_checkpoint(layout.checkpoints)
     if final is None:
         raise TrainingFailed(
             f"verl finished without a checkpoint in {layout.checkpoints} (trainer.save_freq saves the last step)"
         )
+    return final
+
+
+def validation_of(inputs: PhaseInputs, layout: Any, global_step: int) -> dict[str, float]:
+    """longrl's validation metrics of the answers verl gave at its last-step validation."""
+    from longrl.train.engines.verl_logs import validation_from_dump
+
+    if not inputs.validation_rows:
+        return {}
+    dump = layout.validation_dumps / f"{global_step}.jsonl"
+    if not dump.is_file():
+        raise TrainingFailed(f"verl did not validate step {global_step}: {dump} is missing")
+    return validation_from_dump(dump, inputs.validation_rows, inputs.tokenizer)
+
+
+def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
+    """Trains one phase with verl in ``local.output_dir`` (``original``: the config as given, s3:// kept)."""
+    from longrl.train.common import config_fingerprint
+    from longrl.train.engines.verl_checkpoint import convert_checkpoint, global_step_of
+    from longrl.train.engines.verl_config import PhaseLayout
+    from longrl.train.engines.verl_logs import append_metrics, training_metrics
+
+    layout = PhaseLayout(Path(local.output_dir))
+    inputs = write_phase_inputs(local, layout)
+    sink = MetricsSink(layout.output_dir, local.tracking)
+    sink.log({f"curriculum/{key}": value for key, value in inputs.draw.items()}, step=0)
+    recorder = difficulty_recorder_name(original.output_dir)
+    verl_config = verl_run_config(local, inputs, layout, recorder)
+    check_checkpoints_shared(layout)
+    remote = original.output_dir if storage.is_s3(original.output_dir) else None
+    state = train(local, verl_config, layout, recorder, remote, trainer)
+
+    final = final_checkpoint(layout)
     global_step = global_step_of(final)
     model_dir = convert_checkpoint(final, layout.output_dir / MODEL_DIR, local.model)
     record = DifficultyRecorder()
@@ -189,25 +245,19 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
     record.write(layout.output_dir / DIFFICULTY_FILE, local.phase)
     metrics = training_metrics(layout.metric_logs)
     append_metrics(layout.output_dir, metrics)
-    validation: dict[str, float] = {}
-    if validation_rows:
-        dump = layout.validation_dumps / f"{global_step}.jsonl"
-        if not dump.is_file():
-            raise TrainingFailed(f"verl did not validate step {global_step}: {dump} is missing")
-        validation = validation_from_dump(dump, validation_rows, tokenizer)
+    validation = validation_of(inputs, layout, global_step)
+    if validation:
         sink.log(validation, step=global_step)
     result = {
         "config_fingerprint": config_fingerprint(original),
-        "model_dir": storage.join(original.output_dir, MODEL_DIR)
-        if storage.is_s3(original.output_dir)
-        else str(model_dir),
+        "model_dir": storage.join(original.output_dir, MODEL_DIR) if remote else str(model_dir),
         "global_step": global_step,
         "engine": "verl",
         "parallelism": local.parallelism.model_dump(),
         "validation": validation,
         "final_logs": metrics[-1] if metrics else {},
         "step": f"rl-phase{local.phase}",
-        "curriculum": draw,
+        "curriculum": inputs.draw,
     }
     (layout.output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
