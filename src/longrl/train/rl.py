@@ -94,8 +94,15 @@ def rollout_arguments(config: RLStepConfig, prompt_tokens: int) -> dict[str, Any
     }
 
 
-def grpo_arguments(config: RLStepConfig, prompt_tokens: int) -> GRPOConfig:
-    """TRL's GRPOConfig for the phase; ``prompt_tokens``: its longest prompt (sizes micro-batches, vLLM)."""
+def grpo_arguments(config: RLStepConfig, prompt_tokens: int | None = None) -> GRPOConfig:
+    """TRL's GRPOConfig for the phase; ``prompt_tokens``: its longest prompt (sizes micro-batches, vLLM).
+
+    Without ``prompt_tokens``: ``max_prompt_tokens``, else the longest prompt of ``train_file``.
+    """
+    if prompt_tokens is None:
+        from longrl.train.planning import longest_prompt
+
+        prompt_tokens = config.max_prompt_tokens or longest_prompt(config.train_file)
     dapo = config.algorithm == "dapo"
     per_pass = completions_per_pass(config, prompt_tokens)
     per_worker = config.train_batch_prompts * config.num_generations // config.ray.num_workers
