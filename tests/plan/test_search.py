@@ -118,3 +118,11 @@ def test_when_cpu_memory_keeps_offloading_out_the_reason_says_how_much_a_node_ne
     assert f"at least {needed:.0f} GiB of CPU memory instead of 512" in plan.reason
     roomy = EIGHT_H100.model_copy(update={"cpu_memory_gib_per_node": needed})
     assert auto(Q32, workload, roomy).fits
+
+
+def test_sft_is_never_planned_on_verl() -> None:
+    sft_60k = Workload(kind="sft", prompt_tokens=61_440)
+    plan = auto(Q32, sft_60k, FOUR_NODES)
+    assert plan.engine != "verl"
+    forced = auto(Q32, sft_60k, FOUR_NODES, engine="verl")
+    assert not forced.fits and "engine verl trains RL phases; SFT uses engine trl" in forced.reason

@@ -161,6 +161,8 @@ def placement_problems(
 ) -> list[str]:
     """Why ``engine`` cannot run this placement at all (empty when it can)."""
     problems = list(engine_problems(engine, parallelism))
+    if engine == "verl" and workload.kind == "sft":
+        problems.append("engine verl trains RL phases; SFT uses engine trl")
     sp, tp = parallelism.sequence_parallel, parallelism.rollout_tensor_parallel
     heads, kv_heads = shape.num_attention_heads, shape.num_kv_heads
     if sp > 1:

@@ -66,6 +66,7 @@ async def compute_score(
         "judge_asked": float(breakdown.judge is not None or breakdown.judge_failed),
         "judge_rescued": float(breakdown.hybrid > breakdown.rule),
         "judge_failed": float(breakdown.judge_failed),
+        "reward_errors": float(breakdown.error is not None),
     }
 
 
