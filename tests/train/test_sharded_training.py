@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from longrl import storage
 from longrl.curriculum import DIFFICULTY_FILE, read_difficulty
 from longrl.plan.placement import Parallelism
 from longrl.tracking import read_metrics
@@ -283,11 +284,16 @@ def local_ray():
 
 
 @pytest.mark.slow
-def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(tiny_model_dir, data, tmp_path, local_ray) -> None:
+def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
+    tiny_model_dir, data, tmp_path, s3_endpoint, monkeypatch, local_ray
+) -> None:
     from safetensors.torch import load_file
 
     from longrl.train.runner import run_step
 
+    monkeypatch.setenv(
+        "LONGRL_CACHE_DIR", str(tmp_path / "cache")
+    )  # before Ray starts: its workers inherit it
     zero3 = {"sharding": "zero3", "gradient_checkpointing": False}
     sft = sft_config(tiny_model_dir, data, tmp_path / "sft", ray=TWO_RANKS, parallelism=zero3, save_steps=2)
     assert run_step("sft", sft)["global_step"] == 4
@@ -313,11 +319,12 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(tiny_model_dir, data, 
         difference = (sharded_weights[name] - tensor).norm() / tensor.norm()
         assert difference <= SHARDED_TOLERANCE, (name, float(difference))
 
-    # an RL phase from the sharded SFT model, with gradient checkpointing
+    # an RL phase from the sharded SFT model, with gradient checkpointing, its outputs in S3
+    remote = "s3://longrl/runs/rl"
     rl = rl_config(
         tmp_path / "sft" / MODEL_DIR,
         data,
-        tmp_path / "rl",
+        remote,
         1,
         max_steps=2,
         save_steps=1,
@@ -327,12 +334,28 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(tiny_model_dir, data, 
         parallelism={"sharding": "zero3", "gradient_checkpointing": True},
     )
     assert run_step("rl", rl)["global_step"] == 2
-    assert_partitioned(tmp_path / "rl")
-    assert_loadable_and_validated(tmp_path / "rl")
-    checkpoint = Path(latest_checkpoint(tmp_path / "rl" / CHECKPOINTS_DIR))
-    per_rank = [json.loads((checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{r}").read_text()) for r in (0, 1)]
+    pushed = set(storage.list_files(remote))
+    checkpoint = f"{CHECKPOINTS_DIR}/checkpoint-2"
+    assert {
+        f"{checkpoint}/{COMPLETE_MARKER}",
+        f"{checkpoint}/{DIFFICULTY_STATE_FILE}.rank0",
+        f"{checkpoint}/{DIFFICULTY_STATE_FILE}.rank1",
+        f"{SHARDING_DIR}/rank0.json",
+        f"{SHARDING_DIR}/rank1.json",
+        DIFFICULTY_FILE,
+        RESULT_FILE,
+    } <= pushed
+    assert any(
+        f.startswith(f"{checkpoint}/global_step2/") and "rank_1" in f for f in pushed
+    )  # rank 1's shards
+    out = storage.localize(remote)
+    assert_partitioned(out)
+    assert_loadable_and_validated(out)
+    per_rank = [
+        json.loads((out / checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{r}").read_text()) for r in (0, 1)
+    ]
     assert all(per_rank)  # each rank recorded the groups it rolled out
-    merged = read_difficulty(tmp_path / "rl" / DIFFICULTY_FILE)
+    merged = read_difficulty(out / DIFFICULTY_FILE)
     assert set(merged) == set(per_rank[0]) | set(per_rank[1])  # gathered from both ranks
     for prompt_id, record in merged.items():
         assert record["samples"] == sum(state.get(prompt_id, (0.0, 0))[1] for state in per_rank)

@@ -10,6 +10,7 @@ that looks whole.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ def latest_checkpoint(directory: str | Path) -> str | None:
         if match and (child / COMPLETE_MARKER).is_file() and (child / "trainer_state.json").is_file():
             found.append((int(match.group(1)), child))
     return str(max(found)[1]) if found else None
+
+
+# How long ranks wait for one another around slow single-rank work (a checkpoint upload, validation):
+# the job's own process group gives up after 10-30 minutes.
+PATIENT_TIMEOUT = timedelta(hours=6)
+
+
+def patient_group() -> Any:
+    """A gloo group of every rank whose barrier waits ``PATIENT_TIMEOUT`` (collective: all ranks call it)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
 
 
 def wait_for_all_ranks(group: Any = None) -> None:

@@ -25,7 +25,6 @@ import importlib.util
 import json
 import logging
 import shutil
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,13 @@ from longrl.train.checkpoints import (
     MODEL_DIR,
     RESULT_FILE,
     latest_checkpoint,
+    patient_group,
     wait_for_all_ranks,
 )
 from longrl.train.config import TrainingConfig
 from longrl.train.validation import score_saved_model, vllm_available
 
 logger = logging.getLogger(__name__)
-
-# How long the other ranks wait for rank 0 to score the final model.
-VALIDATION_TIMEOUT = timedelta(hours=6)
 
 
 def config_fingerprint(config: TrainingConfig) -> str:
@@ -201,15 +198,6 @@ def release_training_memory(trainer: Any) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def patient_group() -> Any:
-    """A gloo group of all ranks whose barrier outwaits validation (the job's own group times out sooner)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    return dist.new_group(backend="gloo", timeout=VALIDATION_TIMEOUT)
 
 
 def validate_saved_model(config: TrainingConfig, model_dir: Path, device: Any) -> dict[str, float]:

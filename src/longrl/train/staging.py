@@ -23,7 +23,13 @@ from typing import Any
 from transformers import TrainerCallback
 
 from longrl import storage
-from longrl.train.checkpoints import CHECKPOINTS_DIR, COMPLETE_MARKER, checkpoint_dir, wait_for_all_ranks
+from longrl.train.checkpoints import (
+    CHECKPOINTS_DIR,
+    COMPLETE_MARKER,
+    checkpoint_dir,
+    patient_group,
+    wait_for_all_ranks,
+)
 from longrl.train.config import TrainingConfig
 
 _INPUT_FIELDS = ("model", "train_file", "validation_file")
@@ -38,6 +44,10 @@ class PushCheckpoints(TrainerCallback):
 
     def __init__(self, remote_output: str) -> None:
         self.remote = storage.join(remote_output, CHECKPOINTS_DIR)
+        self.waiting: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.waiting = patient_group()  # uploads of a large checkpoint outlast the job's own timeout
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         local = checkpoint_dir(args.output_dir, state.global_step)
@@ -45,11 +55,11 @@ class PushCheckpoints(TrainerCallback):
         if _local_rank() == 0 and local.is_dir():
             for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER):
                 storage.upload_file(path, storage.join(remote, path.relative_to(local).as_posix()))
-        wait_for_all_ranks()
+        wait_for_all_ranks(self.waiting)
         marker = local / COMPLETE_MARKER
         if state.is_world_process_zero and marker.is_file():
             storage.upload_file(marker, storage.join(remote, COMPLETE_MARKER))
-        wait_for_all_ranks()
+        wait_for_all_ranks(self.waiting)
 
 
 def local_output_dir(remote: str) -> Path:
