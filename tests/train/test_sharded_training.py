@@ -411,6 +411,7 @@ def test_a_killed_sharded_phase_resumes_from_its_checkpoint(tiny_model_dir, data
         save_total_limit=3,
         max_generation_rounds=1,
         per_device_train_batch_size=8,
+        bf16=True,
         ray=TWO_RANKS,
         parallelism={"sharding": "zero3", "gradient_checkpointing": False},
     )
@@ -435,6 +436,9 @@ def test_a_killed_sharded_phase_resumes_from_its_checkpoint(tiny_model_dir, data
     result = json.loads((out / RESULT_FILE).read_text())
     assert result["global_step"] == STEPS
     assert_partitioned(out)
+    for report in rank_reports(out):  # bf16 compute, fp32 master weights and Adam states in DeepSpeed
+        assert report["parameter_dtype"] == "torch.bfloat16"
+        assert report["master_weight_dtypes"] == report["optimizer_state_dtypes"] == ["torch.float32"]
     history = json.loads((Path(latest_checkpoint(out / CHECKPOINTS_DIR)) / "trainer_state.json").read_text())
     steps = [entry["step"] for entry in history["log_history"] if "loss" in entry]
     assert steps == list(range(1, STEPS + 1))  # each step trained once

@@ -146,8 +146,10 @@ def resume_point(config: TrainingConfig) -> str | None:
     return checkpoint
 
 
-def train(trainer: Any, checkpoint: str | None) -> str | None:
+def train(trainer: Any, checkpoint: str | None, output_dir: str | Path | None = None) -> str | None:
     """Trains, resuming from ``checkpoint``; returns the checkpoint instead when it already holds the last step.
+
+    ``output_dir``: where this rank's sharding record is, to which the dtypes it trained with are added.
 
     A step killed after its final checkpoint (while saving the model or validating) has nothing left
     to train, but the Trainer resumed there would train one step more: its state and weights are
@@ -162,6 +164,10 @@ def train(trainer: Any, checkpoint: str | None) -> str | None:
             trainer.state = state
             return checkpoint
     trainer.train(resume_from_checkpoint=checkpoint)
+    if output_dir is not None:
+        from longrl.train.engines.trl_deepspeed import record_precision
+
+        record_precision(trainer, output_dir)
     return None
 
 

@@ -177,7 +177,7 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
         sink.log({f"curriculum/{k}": v for k, v in draw.items()}, step=0)
     checkpoint = resume_point(config)
     restore_difficulty(recorder, checkpoint)
-    final = train(trainer, checkpoint)
+    final = train(trainer, checkpoint, config.output_dir)
 
     from accelerate.utils import gather_object
 

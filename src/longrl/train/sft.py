@@ -86,7 +86,7 @@ def run_sft(config: SFTStepConfig, callbacks: Sequence[TrainerCallback] = ()) ->
         callbacks=[MetricsCallback(sink), MarkCheckpointComplete(), *callbacks],
     )
     check_sharding(trainer, config)
-    final = train(trainer, resume_point(config))
+    final = train(trainer, resume_point(config), config.output_dir)
     result = finish(trainer, tokenizer, config, {"step": "sft"}, final_checkpoint=final)
     if result:
         sink.log(result["validation"], step=trainer.state.global_step)

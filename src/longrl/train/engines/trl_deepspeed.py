@@ -147,6 +147,41 @@ def check_sharding(report: dict[str, Any], sharding: str) -> None:
         )
 
 
+def precision_report(trainer: Any) -> dict[str, Any]:
+    """dtypes this rank trains with: parameter shards, the optimizer's master partitions, its Adam states."""
+    import torch
+
+    optimizer = getattr(getattr(trainer, "model_wrapped", None), "optimizer", None)
+    masters = getattr(optimizer, "fp32_partitioned_groups_flat", None)
+    if masters is None:  # not a ZeRO-3 engine: nothing DeepSpeed-specific to report
+        return {}
+    states = getattr(getattr(optimizer, "optimizer", None), "state", {})
+    return {
+        "parameter_dtype": str(next(trainer.model.parameters()).ds_tensor.dtype),
+        "master_weight_dtypes": sorted({str(group.dtype) for group in masters}),
+        "optimizer_state_dtypes": sorted(
+            {
+                str(v.dtype)
+                for state in states.values()
+                for v in state.values()
+                if torch.is_tensor(v) and v.dim()
+            }
+        ),
+    }
+
+
+def record_precision(trainer: Any, output_dir: str | Path) -> dict[str, Any]:
+    """Adds ``precision_report`` to this rank's sharding record (after training: the engine exists then)."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    path = Path(output_dir) / SHARDING_DIR / f"rank{rank}.json"
+    report = precision_report(trainer)
+    if report and path.is_file():
+        path.write_text(json.dumps(json.loads(path.read_text()) | report, indent=2) + "\n")
+    return report
+
+
 def record_sharding(trainer: Any, sharding: str, output_dir: str | Path) -> dict[str, Any]:
     """Checks this rank's parameters and writes what it found to ``output_dir/sharding/rank{N}.json``."""
     report = sharding_report(trainer) | {"sharding": sharding}
