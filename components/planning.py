@@ -17,6 +17,7 @@ def plan_training(
     gpus_per_worker: int,
     gpu_memory_gib: float,
     worker_memory_gib: int,
+    shared_volume_claim: str,
     plan: Output[Markdown],
 ) -> str:
     """Plans SFT and every RL phase on the pipeline's GPUs; fails, naming each step that cannot fit.
@@ -39,6 +40,8 @@ def plan_training(
             workers=ray_workers,
             gpus_per_worker=gpus_per_worker,
             gpu_memory_gib=gpu_memory_gib,
+            worker_memory_gib=worker_memory_gib,
+            shared_volume_claim=shared_volume_claim,
         ),
     )
     table = plan_markdown(rows)

@@ -19,6 +19,7 @@ def train_sft(
     gpus_per_worker: int,
     gpu_memory_gib: float,
     worker_memory_gib: int,
+    shared_volume_claim: str,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
@@ -43,6 +44,7 @@ def train_sft(
             gpus_per_worker=gpus_per_worker,
             gpu_memory_gib=gpu_memory_gib,
             worker_memory_gib=worker_memory_gib,
+            shared_volume_claim=shared_volume_claim,
         ),
         step_tracking(tracking_uri, experiment, "sft"),
     )
@@ -73,6 +75,7 @@ def train_rl_phase(
     gpus_per_worker: int,
     gpu_memory_gib: float,
     worker_memory_gib: int,
+    shared_volume_claim: str,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
@@ -112,6 +115,7 @@ def train_rl_phase(
             gpus_per_worker=gpus_per_worker,
             gpu_memory_gib=gpu_memory_gib,
             worker_memory_gib=worker_memory_gib,
+            shared_volume_claim=shared_volume_claim,
         ),
         step_tracking(tracking_uri, experiment, f"rl-phase{phase}", {"verifier.model": verifier_model}),
     )

@@ -87,6 +87,7 @@ PARAMETERS = {
     "gpus_per_worker": "GPUs per Ray worker pod",
     "gpu_memory_gib": str(RayResources.model_fields["gpu_memory_gib"].description),
     "worker_memory_gib": str(Placement.model_fields["worker_memory_gib"].description),
+    "shared_volume_claim": str(Placement.model_fields["shared_volume_claim"].description),
     "mlflow_tracking_uri": "MLflow tracking server",
     "mlflow_experiment": "MLflow experiment of this pipeline's runs",
     "registered_model_name": str(RegistryConfig.model_fields["registered_model_name"].description),
@@ -135,6 +136,7 @@ def longrl_pipeline(
     gpus_per_worker: int = 8,
     gpu_memory_gib: float = default(RayResources, "gpu_memory_gib"),
     worker_memory_gib: int = default(Placement, "worker_memory_gib"),
+    shared_volume_claim: str = default(Placement, "shared_volume_claim"),
     mlflow_tracking_uri: str = "http://mlflow.longrl.svc.cluster.local:5000",
     mlflow_experiment: str = "longrl",
     registered_model_name: str = default(RegistryConfig, "registered_model_name"),
@@ -154,6 +156,7 @@ def longrl_pipeline(
             "gpus_per_worker": gpus_per_worker,
             "gpu_memory_gib": gpu_memory_gib,
             "worker_memory_gib": worker_memory_gib,
+            "shared_volume_claim": shared_volume_claim,
         }
         plan = plan_training(
             base_model=base_model,

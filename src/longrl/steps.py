@@ -322,6 +322,11 @@ class Placement(BaseModel):
     worker_memory_gib: int = Field(
         512, ge=1, description="Memory of a worker pod in GiB: offloaded states and model loading live here"
     )
+    shared_volume_claim: str = Field(
+        "",
+        description="ReadWriteMany PersistentVolumeClaim shared by a RayJob's pods (needed by verl on several "
+        "nodes; '' for none)",
+    )
 
     def ray(self) -> dict[str, Any]:
         if self.launcher == "local":
@@ -342,15 +347,34 @@ class Placement(BaseModel):
             workers=WorkerGroup(
                 replicas=self.workers, gpus=self.gpus_per_worker, memory=f"{self.worker_memory_gib}Gi"
             ),
+            shared_volume_claim=self.shared_volume_claim or None,
         )
+
+    def problems(self, engine: str) -> list[str]:
+        """What this placement lacks for a step the engine runs."""
+        if (
+            self.launcher == "kuberay"
+            and engine == "verl"
+            and self.workers > 1
+            and not self.shared_volume_claim
+        ):
+            return [
+                f"engine verl on {self.workers} nodes writes checkpoint shards from every node into one "
+                "directory: set shared_volume_claim to a ReadWriteMany PersistentVolumeClaim in namespace "
+                f"{self.namespace}"
+            ]
+        return []
 
 
 def _run_training(step: str, config: TrainingConfig, placement: Placement, name: str) -> dict[str, Any]:
     """Plans the step (a refusal stops it here, before any RayJob), then launches it."""
     from longrl.launchers import KubeRayLauncher, LocalLauncher, rayjob_name
-    from longrl.train.planning import resolve
+    from longrl.train.planning import PlacementRefused, resolve
 
     config = resolve(step, config).config
+    problems = placement.problems(config.engine)
+    if problems:
+        raise PlacementRefused("; ".join(problems))
     if placement.launcher == "kuberay":
         from longrl.launchers.kube import RealKubernetesApi
 
@@ -541,6 +565,7 @@ def plan_training_steps(
         except PlacementRefused as exc:
             refused.append(f"{name}: {exc}")
             continue
+        refused.extend(f"{name}: {problem}" for problem in placement.problems(resolved.config.engine))
         plan = resolved.plan
         rows.append(
             {

@@ -32,6 +32,22 @@ def test_rayjob_validates_against_the_kuberay_crd() -> None:
     assert validation_errors(job, CRDS) == []
 
 
+def test_a_shared_volume_is_mounted_on_every_pod_and_holds_the_cache() -> None:
+    from longrl.launchers.kuberay import SHARED_MOUNT
+
+    job = build_rayjob("rl", rl_config(), KubeRayConfig(shared_volume_claim="longrl-shared"), "longrl-x")
+    assert validation_errors(job, CRDS) == []
+    cluster = job["spec"]["rayClusterSpec"]
+    for group in (cluster["headGroupSpec"], *cluster["workerGroupSpecs"]):
+        pod = group["template"]["spec"]
+        assert {"name": "shared", "persistentVolumeClaim": {"claimName": "longrl-shared"}} in pod["volumes"]
+        container = pod["containers"][0]
+        assert {"name": "shared", "mountPath": SHARED_MOUNT} in container["volumeMounts"]
+        assert {"name": "LONGRL_CACHE_DIR", "value": f"{SHARED_MOUNT}/cache"} in container["env"]
+    plain = build_rayjob("rl", rl_config(), KubeRayConfig(), "longrl-x")["spec"]["rayClusterSpec"]
+    assert "volumes" not in plain["headGroupSpec"]["template"]["spec"]
+
+
 def test_validation_catches_mistakes() -> None:
     job = build_rayjob("rl", rl_config(), KubeRayConfig(), "longrl-x")
     job["spec"]["shutdownAfterJobFinish"] = True  # typo: the field ends in "Finishes"

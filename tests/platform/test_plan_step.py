@@ -76,12 +76,20 @@ PAPER_BOUNDS = (20_000, 60_000)
 
 
 def test_the_papers_32b_on_4x8_gpus_is_planned_with_verl_for_the_60k_phase() -> None:
-    placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=80)
+    placement = Placement(
+        launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=80, shared_volume_claim="shared"
+    )
     rows = {row["step"]: row for row in plan(R1_32B, placement, preset="paper", bounds=PAPER_BOUNDS)}
     assert set(rows) == {"sft", "rl-phase1", "rl-phase2"}
     assert rows["rl-phase2"]["engine"] == "verl"
     assert rows["rl-phase2"]["parallelism"]["sequence_parallel"] > 1
     assert all(row["gpus"] == 32 and row["peak_gib_per_gpu"] <= 80 for row in rows.values())
+
+
+def test_verl_on_several_nodes_needs_a_shared_volume() -> None:
+    placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8)
+    with pytest.raises(PlacementRefused, match="rl-phase2: engine verl on 4 nodes .* shared_volume_claim"):
+        plan(R1_32B, placement, preset="paper", bounds=PAPER_BOUNDS)
 
 
 def test_a_7b_model_on_one_node_of_eight_fits_every_phase() -> None:

@@ -38,6 +38,7 @@ TERMINAL_DEPLOYMENT_STATUSES = {"Complete", "Failed", "ValidationFailed"}
 
 
 TRL_IMAGE = "ghcr.io/longrl/trainer:0.1.0"
+SHARED_MOUNT = "/mnt/longrl-shared"
 VERL_IMAGE = "ghcr.io/longrl/trainer-verl:0.1.0"
 
 
@@ -76,6 +77,11 @@ class KubeRayConfig(BaseModel):
         description="Secrets whose keys become environment variables of every Ray pod (optional Secrets)",
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra plain environment variables")
+    shared_volume_claim: str | None = Field(
+        None,
+        description=f"ReadWriteMany PersistentVolumeClaim mounted at {SHARED_MOUNT} on the head and every worker "
+        "and used as longrl's cache (step staging): verl on several nodes writes checkpoint shards there",
+    )
     active_deadline_seconds: int = Field(48 * 3600, ge=60, description="Fail the job after this long")
     ttl_seconds_after_finished: int = Field(
         3600, ge=0, description="Delete the finished RayJob after this long"
@@ -94,7 +100,18 @@ def rayjob_name(pipeline_run_id: str, step: str) -> str:
 
 
 def _env(kuberay: KubeRayConfig) -> list[dict[str, Any]]:
-    return [{"name": name, "value": value} for name, value in sorted(kuberay.env.items())]
+    env = dict(kuberay.env)
+    if kuberay.shared_volume_claim:
+        env.setdefault("LONGRL_CACHE_DIR", f"{SHARED_MOUNT}/cache")
+    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+
+
+def _shared_volume(kuberay: KubeRayConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts) of the shared volume, when there is one."""
+    if not kuberay.shared_volume_claim:
+        return [], []
+    volume = {"name": "shared", "persistentVolumeClaim": {"claimName": kuberay.shared_volume_claim}}
+    return [volume], [{"name": "shared", "mountPath": SHARED_MOUNT}]
 
 
 def _env_from(kuberay: KubeRayConfig) -> list[dict[str, Any]]:
@@ -124,6 +141,7 @@ def build_rayjob(
     labels = {"app.kubernetes.io/name": "longrl", "app.kubernetes.io/component": step, **(labels or {})}
     workers = kuberay.workers
     gpu = {workers.gpu_resource: str(workers.gpus)} if workers.gpus else {}
+    shared_volumes, shared_mounts = _shared_volume(kuberay)
     head = {
         "name": "ray-head",
         "image": kuberay.image,
@@ -137,6 +155,8 @@ def build_rayjob(
         "env": _env(kuberay),
         "envFrom": _env_from(kuberay),
     }
+    if shared_mounts:
+        head["volumeMounts"] = shared_mounts
     worker = {
         "name": "ray-worker",
         "image": kuberay.image,
@@ -144,12 +164,15 @@ def build_rayjob(
         "resources": _resources(workers.cpu, workers.memory, gpu),
         "env": _env(kuberay),
         "envFrom": _env_from(kuberay),
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *shared_mounts],
     }
     worker_pod = _pod_spec(
         kuberay,
         worker,
-        volumes=[{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": workers.shm_size}}],
+        volumes=[
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": workers.shm_size}},
+            *shared_volumes,
+        ],
     )
     if workers.node_selector:
         worker_pod["nodeSelector"] = dict(workers.node_selector)
@@ -173,7 +196,12 @@ def build_rayjob(
                 "headGroupSpec": {
                     # The head runs the driver only; training happens on the workers.
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                    "template": {"metadata": {"labels": labels}, "spec": _pod_spec(kuberay, head)},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": _pod_spec(
+                            kuberay, head, **({"volumes": shared_volumes} if shared_volumes else {})
+                        ),
+                    },
                 },
                 "workerGroupSpecs": [
                     {
