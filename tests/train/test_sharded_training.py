@@ -294,7 +294,8 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
     monkeypatch.setenv(
         "LONGRL_CACHE_DIR", str(tmp_path / "cache")
     )  # before Ray starts: its workers inherit it
-    zero3 = {"sharding": "zero3", "gradient_checkpointing": False}
+    # sequences packed padding-free into micro-batches of 1024 tokens
+    zero3 = {"sharding": "zero3", "micro_batch_tokens": 1024, "gradient_checkpointing": False}
     sft = sft_config(tiny_model_dir, data, tmp_path / "sft", ray=TWO_RANKS, parallelism=zero3, save_steps=2)
     assert run_step("sft", sft)["global_step"] == 4
     assert_partitioned(tmp_path / "sft")
@@ -302,7 +303,10 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
 
     # the unsharded run: same seed, same data order, same entrypoint
     ddp = sft.model_copy(
-        update={"output_dir": str(tmp_path / "ddp"), "parallelism": Parallelism(gradient_checkpointing=False)}
+        update={
+            "output_dir": str(tmp_path / "ddp"),
+            "parallelism": Parallelism(micro_batch_tokens=1024, gradient_checkpointing=False),
+        }
     )
     run_step("sft", ddp)
     assert {r["distributed_type"] for r in rank_reports(tmp_path / "ddp")} == {"MULTI_CPU"}
