@@ -291,9 +291,8 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
 
     from longrl.train.runner import run_step
 
-    monkeypatch.setenv(
-        "LONGRL_CACHE_DIR", str(tmp_path / "cache")
-    )  # before Ray starts: its workers inherit it
+    # set before Ray starts: its workers inherit the environment (S3 endpoint, staging cache)
+    monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
     # sequences packed padding-free into micro-batches of 1024 tokens
     zero3 = {"sharding": "zero3", "micro_batch_tokens": 1024, "gradient_checkpointing": False}
     sft = sft_config(tiny_model_dir, data, tmp_path / "sft", ray=TWO_RANKS, parallelism=zero3, save_steps=2)
