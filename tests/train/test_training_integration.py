@@ -158,3 +158,9 @@ def test_the_ray_entrypoint_through_the_local_launcher_with_s3_and_mlflow(
     assert run.info.run_name == "sft" and run.info.status == "FINISHED"
     assert "train/loss" in run.data.metrics
     assert run.data.params["learning_rate"] == str(config.learning_rate)
+
+    # a re-run of the finished step (an s3:// step staged to local paths) finds its result: nothing trains
+    again: list[str] = []
+    assert LocalLauncher(log=again.append).run("sft", config) == result
+    assert any("already holds this step's result" in line for line in again)
+    assert not any("starting a local Ray" in line for line in again)

@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 
 
 def config_fingerprint(config: TrainingConfig) -> str:
-    """Identifies what a step computes (tracking and compute placement aside)."""
-    payload = config.model_dump_json(exclude={"tracking", "ray", "output_dir"})
+    """Identifies what a step computes (tracking and compute placement aside), by its inputs as given:
+    a staged copy with local paths has the fingerprint of the s3:// config it stands for."""
+    payload = config.as_given.model_dump_json(exclude={"tracking", "ray", "output_dir"})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

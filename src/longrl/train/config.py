@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from longrl.cli import merge_options
 from longrl.plan.placement import EngineChoice, Parallelism, engine_problems
@@ -80,6 +80,19 @@ class TrainingConfig(BaseModel):
     validation_max_new_tokens: int = Field(512, ge=1, description="Token budget of a validation answer")
     ray: RayResources = Field(default_factory=RayResources)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # The config as the step was given it, when this one is its local stand-in (s3:// inputs and
+    # outputs staged to local paths): what the step's result is identified by.
+    _staged_from: TrainingConfig | None = PrivateAttr(None)
+
+    def staged_copy(self, local_paths: dict[str, Any]) -> TrainingConfig:
+        """This config with s3:// locations replaced by their local copies; it still identifies as this one."""
+        local = self.model_copy(update=local_paths)
+        local._staged_from = self._staged_from or self
+        return local
+
+    @property
+    def as_given(self) -> TrainingConfig:
+        return self._staged_from or self
 
     @model_validator(mode="after")
     def _engine_runs_parallelism(self) -> TrainingConfig:

@@ -89,6 +89,6 @@ def staged(
         wait_for_all_ranks()
         updates["output_dir"] = str(local)
         callbacks.append(PushCheckpoints(remote))
-    yield config.model_copy(update=updates), callbacks
+    yield config.staged_copy(updates), callbacks
     if remote and is_rank_zero:
         storage.copy_tree(updates["output_dir"], remote)
