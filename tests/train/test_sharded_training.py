@@ -459,3 +459,23 @@ def test_a_killed_sharded_phase_resumes_from_its_checkpoint(tiny_model_dir, data
 def recorded_samples(checkpoint: Path, rank: int) -> int:
     state = json.loads((checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}").read_text())
     return sum(n for _, n in state.values())
+
+
+@pytest.mark.parametrize(
+    ("sharding", "bf16", "loaded"),
+    [
+        ("zero3", True, "bfloat16"),
+        ("ddp", True, "float32"),
+        ("ddp", False, "float32"),
+        ("zero3", False, "float32"),
+    ],
+)
+def test_weights_are_loaded_in_bf16_only_where_fp32_masters_live_elsewhere(
+    tmp_path, sharding, bf16, loaded
+) -> None:
+    from longrl.train.common import trainer_arguments
+
+    config = rl_config("model", tmp_path, tmp_path / "out", 1, bf16=bf16, parallelism={"sharding": sharding})
+    arguments = trainer_arguments(config)
+    assert arguments["model_init_kwargs"]["dtype"] == loaded
+    assert arguments["bf16"] is bf16  # unsharded bf16: fp32 weights, bf16 autocast

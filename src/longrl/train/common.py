@@ -90,9 +90,20 @@ def sharding_arguments(config: TrainingConfig) -> dict[str, Any]:
     return {"deepspeed": deepspeed_config(config.parallelism)}
 
 
+def load_dtype(config: TrainingConfig) -> str:
+    """The dtype the model is loaded in: bf16 only where an fp32 master copy is kept elsewhere.
+
+    ZeRO-3 keeps fp32 master weights and Adam states in DeepSpeed's optimizer, so its bf16 partitions
+    may be loaded in bf16. Unsharded, the loaded weights are the master weights: bf16 there would lose
+    every update below bf16's resolution (lr 2e-6 on weights of ~1e-2 is one), so they stay fp32 and
+    ``bf16`` autocasts the forward and backward.
+    """
+    return "bfloat16" if config.bf16 and config.parallelism.sharding == "zero3" else "float32"
+
+
 def trainer_arguments(config: TrainingConfig) -> dict[str, Any]:
     """transformers TrainingArguments fields that every step sets the same way."""
-    model_kwargs: dict[str, Any] = {"dtype": "bfloat16" if config.bf16 else "float32"}
+    model_kwargs: dict[str, Any] = {"dtype": load_dtype(config)}
     if config.attn_implementation:
         model_kwargs["attn_implementation"] = config.attn_implementation
     checkpointing = config.parallelism.gradient_checkpointing
