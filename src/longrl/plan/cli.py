@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from pydantic import ValidationError
 
 from longrl.plan.memory import Estimate, estimate
-from longrl.plan.placement import Parallelism
+from longrl.plan.placement import ENGINES, Parallelism
 from longrl.plan.search import Plan, auto
 from longrl.plan.shape import BUILTIN_SHAPES, ModelShape, ModelShapeError, read_model_shape
 from longrl.plan.workload import Hardware, Workload
@@ -63,12 +63,25 @@ def _add_workload_and_hardware(parser: argparse.ArgumentParser, model_required: 
         metavar="N",
         help="Longest response (RL)",
     )
-    parser.add_argument("--nodes", type=int, default=1, metavar="N", help="Nodes of the step (default 1)")
-    parser.add_argument("--gpus-per-node", type=int, default=8, metavar="N", help="GPUs per node (default 8)")
+    hardware = Hardware.model_fields
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=hardware["nodes"].default,
+        metavar="N",
+        help="Nodes of the step (default %(default)s)",
+    )
+    parser.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=hardware["gpus_per_node"].default,
+        metavar="N",
+        help="GPUs per node (default %(default)s)",
+    )
     parser.add_argument(
         "--gpu-memory-gib",
         type=float,
-        default=80.0,
+        default=hardware["gpu_memory_gib"].default,
         metavar="G",
         help="Memory one GPU offers in GiB (80: H100 80GB)",
     )
@@ -83,82 +96,32 @@ def _add_workload_and_hardware(parser: argparse.ArgumentParser, model_required: 
     parser.add_argument(
         "--temperature",
         type=float,
-        default=0.7,
+        default=Workload.model_fields["temperature"].default,
         help="Rollout temperature (verl keeps scaled logits unless 1)",
     )
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table")
 
 
 def _add_placement(parser: argparse.ArgumentParser, fixed_only: bool) -> None:
-    """Placement flags; with ``fixed_only`` (auto) every default is None: a flag given is a fixed field."""
-
-    def default(value: Any) -> Any:
-        return None if fixed_only else value
-
+    """One flag per ``Parallelism`` field, named, typed and described by it; with ``fixed_only`` (auto)
+    every default is None: a flag given is a fixed field. ``estimate`` needs ``--sharding``."""
     parser.add_argument(
         "--engine",
-        choices=("trl", "verl"),
+        choices=ENGINES,
         default=None,
         help="Engine (estimate: default verl for fsdp, trl otherwise; auto: restrict the search to it)",
     )
-    parser.add_argument(
-        "--sharding",
-        choices=("ddp", "fsdp", "zero3"),
-        required=not fixed_only,
-        default=None,
-        help="ddp: a whole copy per GPU; fsdp (verl) / zero3 (trl, DeepSpeed): states split over all GPUs",
-    )
-    flag = argparse.BooleanOptionalAction
-    parser.add_argument(
-        "--offload-params",
-        action=flag,
-        default=default(False),
-        help="Parameters (and gradients) in CPU memory",
-    )
-    parser.add_argument(
-        "--offload-optimizer", action=flag, default=default(False), help="Optimizer states in CPU memory"
-    )
-    parser.add_argument(
-        "--sequence-parallel",
-        type=int,
-        default=default(1),
-        metavar="N",
-        help="GPUs one sequence is split over (Ulysses, verl)",
-    )
-    parser.add_argument(
-        "--micro-batch-tokens",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Tokens in one micro-batch of one data-parallel replica (the sequence-parallel group shares them; "
-        "default: one whole sequence)",
-    )
-    parser.add_argument(
-        "--gradient-checkpointing",
-        action=flag,
-        default=default(True),
-        help="Recompute activations in backward (--no-gradient-checkpointing: keep them)",
-    )
-    parser.add_argument(
-        "--fused-loss",
-        action=flag,
-        default=default(False),
-        help="Fused linear + cross-entropy (verl's fused kernels)",
-    )
-    parser.add_argument(
-        "--rollout-tensor-parallel",
-        type=int,
-        default=default(1),
-        metavar="N",
-        help="GPUs one vLLM engine spans (RL)",
-    )
-    parser.add_argument(
-        "--rollout-memory-fraction",
-        type=float,
-        default=default(0.5),
-        metavar="F",
-        help="Share of each GPU's memory vLLM may take (RL)",
-    )
+    for name, field in Parallelism.model_fields.items():
+        option = {"help": field.description, "default": None if fixed_only else field.default}
+        annotation = field.annotation
+        if annotation is bool:
+            option["action"] = argparse.BooleanOptionalAction
+        elif get_args(annotation) and all(isinstance(choice, str) for choice in get_args(annotation)):
+            option.update(choices=get_args(annotation), required=not fixed_only, default=None)
+        else:  # int, float, int | None
+            number = next(t for t in (int, float) if t is annotation or t in get_args(annotation))
+            option.update(type=number, metavar="F" if number is float else "N")
+        parser.add_argument(f"--{name.replace('_', '-')}", **option)
 
 
 def build_parser() -> argparse.ArgumentParser:
