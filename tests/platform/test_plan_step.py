@@ -58,6 +58,12 @@ def test_the_phase_bound_is_the_prompt_limit_unless_overridden(tiny_model_dir) -
     assert limit({"max_prompt_tokens": 150}) == 150
 
 
+def test_a_local_step_gets_every_cpu_of_the_machine() -> None:
+    import os
+
+    assert LOCAL.ray() == {"num_workers": 1, "use_gpu": False, "cpus_per_worker": float(os.cpu_count())}
+
+
 def test_the_gpu_placement_reaches_the_step_config_and_the_rayjob_image() -> None:
     placement = Placement(launcher="kuberay", workers=4, gpus_per_worker=8, gpu_memory_gib=141)
     assert placement.ray() == {
