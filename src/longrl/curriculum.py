@@ -73,6 +73,23 @@ class DifficultyRecorder:
         return path
 
 
+def write_sources(output_dir: str, retrospective_from: Sequence[str]) -> None:
+    """Records next to a finished phase (local or s3://) the earlier phases it drew from, as given."""
+    from longrl import storage
+
+    sources = {"retrospective_from": list(retrospective_from)}
+    storage.write_text(storage.join(output_dir, CURRICULUM_FILE), json.dumps(sources))
+
+
+def read_sources(output_dir: str) -> list[str]:
+    """The earlier phases a finished phase drew from (``write_sources``)."""
+    from longrl import storage
+
+    return list(
+        json.loads(storage.read_text(storage.join(output_dir, CURRICULUM_FILE)))["retrospective_from"]
+    )
+
+
 def difficulty(mean_reward: float) -> float:
     """1 - mean reward, clipped to [0, 1] (rewards may carry a small overlong penalty)."""
     return min(1.0, max(0.0, 1.0 - mean_reward))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from longrl import storage
 from longrl.cli import merge_options
-from longrl.curriculum import CURRICULUM_FILE, DIFFICULTY_FILE
+from longrl.curriculum import DIFFICULTY_FILE, read_sources
 from longrl.data.prepare import PrepareConfig, prepare
 from longrl.evaluation.run import EvalConfig, evaluate
 from longrl.launchers.kuberay import VERL_IMAGE, KubeRayConfig, WorkerGroup
@@ -436,8 +436,7 @@ def earlier_phases(start: str) -> list[str]:
     """The RL phases a new phase draws retrospective samples from: ``start`` and the ones it drew from."""
     if not storage.exists(storage.join(start, DIFFICULTY_FILE)):
         return []  # starting from SFT
-    sources = json.loads(storage.read_text(storage.join(start, CURRICULUM_FILE)))
-    return [*sources["retrospective_from"], start]
+    return [*read_sources(start), start]
 
 
 def rl_config(

@@ -128,3 +128,11 @@ def test_later_records_override_earlier_ones(tmp_path) -> None:
     rows, _ = phase_dataset(own, [phase1, phase2], share=1.0, seed=0)
     assert not [r for r in rows if r["retrospective"]]
     assert json.loads((phase2 / DIFFICULTY_FILE).read_text().splitlines()[0])["difficulty"] == 0.0
+
+
+def test_a_phase_records_the_earlier_phases_it_drew_from(tmp_path) -> None:
+    from longrl.curriculum import CURRICULUM_FILE, read_sources, write_sources
+
+    write_sources(str(tmp_path), ["s3://longrl/runs/1/rl1", str(tmp_path / "rl2")])
+    assert (tmp_path / CURRICULUM_FILE).is_file()
+    assert read_sources(str(tmp_path)) == ["s3://longrl/runs/1/rl1", str(tmp_path / "rl2")]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from longrl import storage
-from longrl.curriculum import CURRICULUM_FILE
+from longrl.curriculum import write_sources
 from longrl.train.checkpoints import RESULT_FILE
 from longrl.train.config import RLStepConfig, SFTStepConfig, TrainingConfig
 from longrl.train.engines import Step, TrainingFailed
@@ -62,8 +62,7 @@ def run_step_here(step: Step, config: TrainingConfig, is_rank_zero: bool = True)
 
             result = run_rl(local, callbacks)  # type: ignore[arg-type]
     if step == "rl" and is_rank_zero:
-        sources = {"retrospective_from": list(config.retrospective_from)}  # type: ignore[attr-defined]
-        storage.write_text(storage.join(config.output_dir, CURRICULUM_FILE), json.dumps(sources))
+        write_sources(config.output_dir, config.retrospective_from)  # type: ignore[attr-defined]
     return result
 
 

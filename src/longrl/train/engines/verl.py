@@ -33,12 +33,12 @@ from typing import Any
 
 from longrl import storage
 from longrl.curriculum import (
-    CURRICULUM_FILE,
     DIFFICULTY_FILE,
     TRAIN_DATA_FILE,
     DifficultyRecorder,
     phase_dataset,
     write_rows,
+    write_sources,
 )
 from longrl.tracking import MetricsSink
 from longrl.train.checkpoints import MODEL_DIR, RESULT_FILE
@@ -79,13 +79,8 @@ class VerlEngine:
         from longrl.train.staging import staged
 
         with staged(config) as (local, _trainer_callbacks):  # verl pushes checkpoints itself
-            result = run_phase(
-                local,  # type: ignore[arg-type]
-                config,
-                self.trainer,
-            )
-        sources = {"retrospective_from": list(config.retrospective_from)}
-        storage.write_text(storage.join(config.output_dir, CURRICULUM_FILE), json.dumps(sources))
+            result = run_phase(local, self.trainer)  # type: ignore[arg-type]
+        write_sources(config.output_dir, config.retrospective_from)
         return result
 
 
@@ -220,8 +215,8 @@ def validation_of(inputs: PhaseInputs, layout: Any, global_step: int) -> dict[st
     return validation_from_dump(dump, inputs.validation_rows, inputs.tokenizer)
 
 
-def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
-    """Trains one phase with verl in ``local.output_dir`` (``original``: the config as given, s3:// kept)."""
+def run_phase(local: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
+    """Trains one phase with verl in ``local.output_dir`` (its staged copy: ``local.as_given`` keeps s3://)."""
     from longrl.train.common import config_fingerprint
     from longrl.train.engines.verl_checkpoint import convert_checkpoint, global_step_of
     from longrl.train.engines.verl_config import PhaseLayout
@@ -231,6 +226,7 @@ def run_phase(local: RLStepConfig, original: RLStepConfig, trainer: Trainer) -> 
     inputs = write_phase_inputs(local, layout)
     sink = MetricsSink(layout.output_dir, local.tracking)
     sink.log({f"curriculum/{key}": value for key, value in inputs.draw.items()}, step=0)
+    original = local.as_given
     recorder = difficulty_recorder_name(original.output_dir)
     verl_config = verl_run_config(local, inputs, layout, recorder)
     check_checkpoints_shared(layout)
