@@ -3,26 +3,43 @@
 Every object longrl writes to S3 carries its SHA-256 in the object's metadata; downloads are
 verified against it and uploads of unchanged files are skipped. Large files go up in parts and
 an interrupted upload resumes where it stopped: the multipart upload's id is kept next to the
-file and the parts already on the server are not sent again. The S3 endpoint comes from
-``LONGRL_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL``), credentials from the usual AWS variables,
-which on the cluster come from a Kubernetes Secret.
+file and the parts already on the server are not sent again; any other unfinished upload of the
+same key is aborted. The S3 endpoint comes from ``LONGRL_S3_ENDPOINT_URL`` (or
+``AWS_ENDPOINT_URL``), credentials from the usual AWS variables, which on the cluster come from a
+Kubernetes Secret.
+
+Crash consistency: local files are written to a temporary file next to them and renamed into
+place (``write_text``, downloads), so a reader or a crash sees the old file or the new one, never
+part of one. Directory copies take the names of the files that say "the rest is complete"
+(``result.json``, ``stats.json``, ...): those are copied after everything else, and a marker at the
+destination that would change is removed first. Object keys that would land outside the local
+destination (``..``, empty segments, backslashes) are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 PART_SIZE = 64 * 1024 * 1024
 SHA_METADATA = "sha256"
 _UPLOAD_STATE_SUFFIX = ".longrl-upload.json"
+_PARTIAL_MARK = ".longrl-partial"  # in the name of a file being written: never copied, never read
+LIST_PARTS_ATTEMPTS = 3  # listing a resumed upload's parts; then it is aborted and a new one started
+RETRY_BACKOFF_S = 0.5  # doubled after each failed attempt
 
 
 class StorageError(RuntimeError):
@@ -143,6 +160,44 @@ def _remote_sha(target: S3Path) -> str | None:
     return ((_head(target) or {}).get("Metadata") or {}).get(SHA_METADATA)
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path``, renamed onto it when the block succeeds (removed when not).
+
+    The rename is atomic, so readers and a crash at any point see the old file or the new one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{_PARTIAL_MARK}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _is_partial(path: Path) -> bool:
+    return _PARTIAL_MARK in path.name
+
+
+def local_path_for_key(destination: str | Path, source: str, relative: str) -> Path:
+    """Where the object ``relative`` (listed under the prefix ``source``) goes below ``destination``.
+
+    S3 keys are strings, not paths: a key with a ``..``, ``.`` or empty segment (``m/../../x``,
+    ``m//tmp/x``), a backslash or a NUL byte would be written elsewhere, so it is refused.
+    """
+    root = Path(destination)
+    segments = relative.split("/")
+    safe = not any(s in ("", ".", "..") or "\\" in s or "\x00" in s for s in segments)
+    if safe:
+        path = root.joinpath(*segments)
+        if path.resolve().is_relative_to(root.resolve()):
+            return path
+    raise StorageError(
+        f"refusing the object {relative!r} under {source}: its key would be written outside {root} "
+        "(keys with empty, '.' or '..' segments, backslashes or NUL bytes are not copied)"
+    )
+
+
 # ----- files -----------------------------------------------------------------------------------
 
 
@@ -169,24 +224,25 @@ def upload_file(local: str | Path, uri: str, part_size: int = PART_SIZE) -> str:
 
 
 def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> None:
-    """Uploads in parts; an interrupted upload of the same bytes resumes from the parts already sent."""
+    """Uploads in parts; an interrupted upload of the same bytes resumes from the parts already sent.
+
+    Every other unfinished upload of the key is aborted first (left behind by a crash, they cost
+    storage until they are). A resumed upload whose parts cannot be listed (expired, aborted, or a
+    server that keeps failing) is aborted and one new upload started in its place.
+    """
     uri = str(target)
     state_file = local.with_name(local.name + _UPLOAD_STATE_SUFFIX)
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    if state.get("uri") != uri or state.get("sha256") != sha or state.get("part_size") != part_size:
-        created = _call(
-            uri, "create_multipart_upload", Bucket=target.bucket, Key=target.key, Metadata={SHA_METADATA: sha}
-        )
-        state = {"uri": uri, "sha256": sha, "part_size": part_size, "upload_id": created["UploadId"]}
-        state_file.write_text(json.dumps(state))
-    upload_id = state["upload_id"]
-    done = {}
-    try:
-        listed = s3_client().list_parts(Bucket=target.bucket, Key=target.key, UploadId=upload_id)
-        done = {p["PartNumber"]: p["ETag"] for p in listed.get("Parts", [])}
-    except Exception:  # noqa: BLE001 - the upload expired or was aborted: start a new one
-        state_file.unlink(missing_ok=True)
-        return _multipart_upload(local, target, sha, part_size)
+    state = _upload_state(state_file)
+    resumable = state.get("uri") == uri and state.get("sha256") == sha and state.get("part_size") == part_size
+    upload_id = (
+        state["upload_id"] if resumable else _start_multipart_upload(target, sha, part_size, state_file)
+    )
+    _abort_other_uploads(target, keep=upload_id)
+    sent = _sent_parts(target, upload_id) if resumable else {}
+    if sent is None:
+        _abort_upload(target, upload_id)
+        upload_id = _start_multipart_upload(target, sha, part_size, state_file)
+        sent = {}
     parts = []
     with local.open("rb") as handle:
         number = 0
@@ -196,7 +252,7 @@ def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> 
                 break
             number += 1
             etag = f'"{hashlib.md5(block).hexdigest()}"'  # noqa: S324 - S3's ETag of a part is its MD5
-            if done.get(number) != etag:
+            if sent.get(number) != etag:
                 etag = _call(
                     uri,
                     "upload_part",
@@ -218,6 +274,73 @@ def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> 
     state_file.unlink(missing_ok=True)
 
 
+def _upload_state(state_file: Path) -> dict[str, Any]:
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, ValueError):  # none, or torn by a crash before these were written atomically
+        return {}
+
+
+def _start_multipart_upload(target: S3Path, sha: str, part_size: int, state_file: Path) -> str:
+    uri = str(target)
+    created = _call(
+        uri, "create_multipart_upload", Bucket=target.bucket, Key=target.key, Metadata={SHA_METADATA: sha}
+    )
+    state = {"uri": uri, "sha256": sha, "part_size": part_size, "upload_id": created["UploadId"]}
+    write_text(str(state_file), json.dumps(state))
+    return created["UploadId"]
+
+
+def _sent_parts(target: S3Path, upload_id: str) -> dict[int, str] | None:
+    """Part number -> ETag of the parts the server holds; None when they cannot be listed.
+
+    A vanished upload (``NoSuchUpload``) answers at once; other failures are retried
+    ``LIST_PARTS_ATTEMPTS`` times with growing pauses.
+    """
+    from botocore.exceptions import ClientError
+
+    for attempt in range(1, LIST_PARTS_ATTEMPTS + 1):
+        try:
+            sent: dict[int, str] = {}
+            marker = 0
+            while True:
+                listed = s3_client().list_parts(
+                    Bucket=target.bucket, Key=target.key, UploadId=upload_id, PartNumberMarker=marker
+                )
+                sent.update({p["PartNumber"]: p["ETag"] for p in listed.get("Parts", [])})
+                if not listed.get("IsTruncated"):
+                    return sent
+                marker = listed["NextPartNumberMarker"]
+        except Exception as exc:  # noqa: BLE001 - the caller starts a new upload
+            vanished = (
+                isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
+            )
+            if vanished or attempt == LIST_PARTS_ATTEMPTS:
+                logger.warning("%s: starting the upload afresh (its parts cannot be listed: %s)", target, exc)
+                return None
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    return None
+
+
+def _abort_upload(target: S3Path, upload_id: str) -> None:
+    try:
+        s3_client().abort_multipart_upload(Bucket=target.bucket, Key=target.key, UploadId=upload_id)
+    except Exception as exc:  # noqa: BLE001 - an upload already gone; anything else is only reported
+        logger.warning("%s: could not abort the multipart upload %s: %s", target, upload_id, exc)
+
+
+def _abort_other_uploads(target: S3Path, keep: str) -> None:
+    """Aborts the unfinished multipart uploads of ``target``'s key other than ``keep``."""
+    try:
+        listed = s3_client().list_multipart_uploads(Bucket=target.bucket, Prefix=target.key)
+    except Exception as exc:  # noqa: BLE001 - not fatal to this upload; reported
+        logger.warning("%s: could not list unfinished uploads to abort them: %s", target, exc)
+        return
+    for upload in listed.get("Uploads", []):
+        if upload["Key"] == target.key and upload["UploadId"] != keep:
+            _abort_upload(target, upload["UploadId"])
+
+
 def download_file(uri: str, local: str | Path) -> Path:
     """Downloads an object, verifying its SHA-256 when it carries one; skips a local file that matches."""
     source = parse_s3(uri)
@@ -225,16 +348,10 @@ def download_file(uri: str, local: str | Path) -> Path:
     expected = _remote_sha(source)
     if expected and local.is_file() and file_sha256(local) == expected:
         return local
-    local.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{local.name}.", delete=False) as tmp:
-        partial = Path(tmp.name)
-    try:
+    with _replacing(local) as partial:
         _call(uri, "download_file", Bucket=source.bucket, Key=source.key, Filename=str(partial))
         if expected and file_sha256(partial) != expected:
             raise StorageError(f"{uri}: checksum mismatch after download (expected sha256 {expected})")
-        os.replace(partial, local)
-    finally:
-        partial.unlink(missing_ok=True)
     return local
 
 
@@ -256,36 +373,66 @@ def list_files(uri: str) -> Iterator[str]:
 
 def _local_files(directory: Path) -> Iterator[Path]:
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and not path.name.endswith(_UPLOAD_STATE_SUFFIX):
+        if path.is_file() and not path.name.endswith(_UPLOAD_STATE_SUFFIX) and not _is_partial(path):
             yield path
 
 
-def copy_tree(source: str, destination: str) -> None:
-    """Copies a directory between any two of: local path, ``s3://`` prefix (only changed files move)."""
-    if not is_s3(source) and not is_s3(destination):
-        shutil.copytree(source, destination, dirs_exist_ok=True)
-    elif not is_s3(source):
+def _in_order(relatives: list[str], last: Sequence[str]) -> list[str]:
+    """Sorted, except that files named in ``last`` (at any depth) come after the rest, in that order."""
+    rank = {name: i for i, name in enumerate(last)}
+    return sorted(relatives, key=lambda r: (rank.get(r.rpartition("/")[2], -1), r))
+
+
+def copy_tree(source: str, destination: str, last: Sequence[str] = ()) -> None:
+    """Copies a directory between any two of: local path, ``s3://`` prefix (only changed files move).
+
+    ``last``: names of the files that say the rest is complete (``result.json``): they are copied
+    after everything else, in this order, and any of them at the destination that would change is
+    removed before anything is copied, so the destination never shows one over a partial copy.
+    """
+    if is_s3(source) and is_s3(destination):
+        with tempfile.TemporaryDirectory() as staging:
+            copy_tree(source, staging)
+            copy_tree(staging, destination, last)
+    elif is_s3(source):
+        _download_tree(source, Path(destination), last)
+    else:
         root = Path(source)
         if not root.is_dir():
             raise StorageError(f"{source} is not a directory")
-        for path in _local_files(root):
-            upload_file(path, join(destination, path.relative_to(root).as_posix()))
-    elif not is_s3(destination):
-        relatives = list(list_files(source))
-        if not relatives:
-            raise StorageError(f"{source} holds no files")
+        relatives = _in_order([p.relative_to(root).as_posix() for p in _local_files(root)], last)
         for relative in relatives:
-            download_file(join(source, relative), Path(destination, relative))
-    else:
-        with tempfile.TemporaryDirectory() as staging:
-            copy_tree(source, staging)
-            copy_tree(staging, destination)
+            if relative.rpartition("/")[2] in last:
+                _retract(root / relative, join(destination, relative))
+        for relative in relatives:
+            copy_file(str(root / relative), join(destination, relative))
+
+
+def _retract(marker: Path, destination: str) -> None:
+    """Removes the copy of ``marker`` at ``destination`` unless it already holds the same bytes."""
+    if is_s3(destination):
+        target = parse_s3(destination)
+        if _remote_sha(target) not in (None, file_sha256(marker)):
+            _call(destination, "delete_object", Bucket=target.bucket, Key=target.key)
+    elif Path(destination).is_file() and file_sha256(destination) != file_sha256(marker):
+        Path(destination).unlink()
+
+
+def _download_tree(source: str, destination: Path, last: Sequence[str] = ()) -> list[Path]:
+    """Downloads every object under ``source``; returns the local files. Every key is checked first."""
+    relatives = [r for r in list_files(source) if r and not r.endswith("/")]  # "dir/": a folder marker
+    if not relatives:
+        raise StorageError(f"{source} holds no files")
+    targets = {relative: local_path_for_key(destination, source, relative) for relative in relatives}
+    for relative in _in_order(relatives, last):
+        download_file(join(source, relative), targets[relative])
+    return list(targets.values())
 
 
 def copy_file(source: str, destination: str) -> None:
     if not is_s3(source) and not is_s3(destination):
-        Path(destination).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, destination)
+        with _replacing(Path(destination)) as partial:
+            shutil.copyfile(source, partial)
     elif not is_s3(source):
         upload_file(source, destination)
     elif not is_s3(destination):
@@ -307,17 +454,26 @@ def exists(uri: str) -> bool:
 
 
 def read_text(uri: str) -> str:
+    """The file's text; from S3 verified against the SHA-256 the object carries, as downloads are."""
     if not is_s3(uri):
         return Path(uri).read_text(encoding="utf-8")
     target = parse_s3(uri)
-    body = _call(uri, "get_object", Bucket=target.bucket, Key=target.key)["Body"]
-    return body.read().decode("utf-8")
+    response = _call(uri, "get_object", Bucket=target.bucket, Key=target.key)
+    data = response["Body"].read()
+    expected = (response.get("Metadata") or {}).get(SHA_METADATA)
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise StorageError(f"{uri}: checksum mismatch on read (expected sha256 {expected})")
+    return data.decode("utf-8")
 
 
 def write_text(uri: str, text: str) -> None:
+    """Writes a text file, local or ``s3://``; a local one atomically (the old text or the new, never part)."""
     if not is_s3(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        Path(uri).write_text(text, encoding="utf-8")
+        with _replacing(Path(uri)) as partial:
+            with partial.open("w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())  # the new name must not point at unwritten blocks after a power cut
         return
     data = text.encode("utf-8")
     target = parse_s3(uri)
@@ -343,11 +499,27 @@ def localize(uri: str) -> Path:
             raise StorageError(f"{uri} does not exist")
         return path
     target = parse_s3(uri)
-    local = cache_dir() / target.bucket / target.key
+    local = local_path_for_key(
+        cache_dir(), uri, f"{target.bucket}/{target.key}" if target.key else target.bucket
+    )
     if _head(target) is not None:
         return download_file(uri, local)
-    copy_tree(uri, str(local))
+    _remove_other_files(local, keep=_download_tree(uri, local))
     return local
+
+
+def _remove_other_files(directory: Path, keep: list[Path]) -> None:
+    """Removes what a refreshed cache folder holds beyond ``keep`` (a re-saved model's old shards).
+
+    Files being written (another process localizing the same folder) are left alone.
+    """
+    kept = set(keep)
+    for path in sorted(directory.rglob("*"), reverse=True):  # children before their folder
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+        elif path not in kept and not _is_partial(path):
+            path.unlink()
 
 
 def copy(source: str, destination: str) -> None:
