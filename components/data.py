@@ -22,20 +22,23 @@ def prepare_data(
     """Validates, de-duplicates and tokenises QA/SFT files into per-phase datasets.
 
     RL data is split into the phases' length bands; SFT data is one band, up to sft_max_tokens.
-    (The band is chosen here: KFP cannot pass a list built from pipeline parameters.)
+    (The band is chosen here: KFP cannot pass a list built from pipeline parameters.) The data
+    artifact is a pointer to the prepared files (longrl.artifacts).
     """
-    from longrl.steps import artifact_location, keep_metrics_file, log_dataset_lineage, prepare_step
+    from longrl.artifacts import data_location, publish
+    from longrl.steps import keep_metrics_file, log_dataset_lineage, prepare_step
 
+    location = data_location(data.uri, data.path)
     result = prepare_step(
         inputs,
         tokenizer_model,
-        artifact_location(data.uri, data.path),
+        location,
         sft,
         [sft_max_tokens] if sft else phase_max_tokens,
         validation_fraction,
         on_bad_row,
     )
-    data.metadata.update({"dataset_hash": result["dataset_hash"], "rows_used": result["rows_used"]})
+    publish(data, location, {"dataset_hash": result["dataset_hash"], "rows_used": result["rows_used"]})
     stats.log_metric("rows_read", result["rows_read"])
     stats.log_metric("rows_used", result["rows_used"])
     for reason, count in result["rejected"].items():

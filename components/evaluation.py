@@ -26,18 +26,13 @@ def evaluate_model(
     from pathlib import Path
 
     from longrl import storage
+    from longrl.artifacts import data_location, publish, read_pointer
     from longrl.registry import RegistryConfig
-    from longrl.steps import (
-        artifact_location,
-        evaluate_step,
-        keep_metrics_file,
-        pipeline_judge,
-        step_tracking,
-    )
+    from longrl.steps import evaluate_step, keep_metrics_file, pipeline_judge, step_tracking
 
-    output = artifact_location(evaluation.uri, evaluation.path)
+    output = data_location(evaluation.uri, evaluation.path)
     summary = evaluate_step(
-        artifact_location(trained.uri, trained.path),
+        read_pointer(trained.path).location,
         output,
         benchmarks,
         overrides,
@@ -45,6 +40,7 @@ def evaluate_model(
         RegistryConfig(tracking_uri=tracking_uri, registered_model_name=registered_model_name),
         step_tracking(tracking_uri, experiment, "evaluation", {"verifier.model": verifier_model}),
     )
+    publish(evaluation, output, {"average": summary["average"]})
     metrics.log_metric("average", summary["average"])
     for name, values in summary["benchmarks"].items():
         metrics.log_metric(f"{name}_score", values["score"])

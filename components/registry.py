@@ -17,12 +17,13 @@ def register_model(
     """Registers the model (alias challenger) and promotes it to champion if its evaluation passes the gate."""
     import json
 
+    from longrl.artifacts import read_pointer
     from longrl.registry import RegistryConfig
-    from longrl.steps import artifact_location, register_step, step_tracking
+    from longrl.steps import register_step, step_tracking
 
     outcome = register_step(
-        artifact_location(trained.uri, trained.path),
-        artifact_location(evaluation.uri, evaluation.path),
+        read_pointer(trained.path).location,
+        read_pointer(evaluation.path).location,
         RegistryConfig(
             tracking_uri=tracking_uri,
             registered_model_name=registered_model_name,

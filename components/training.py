@@ -20,19 +20,22 @@ def train_sft(
     gpu_memory_gib: float,
     worker_memory_gib: int,
     shared_volume_claim: str,
+    cluster: dict,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ):
     """Warm-up SFT as a Ray job (local Ray or a KubeRay RayJob); scored on the RL validation split."""
-    from longrl.steps import Placement, artifact_location, keep_metrics_file, sft_step, step_tracking
+    from longrl.artifacts import data_location, publish, read_pointer
+    from longrl.steps import Placement, keep_metrics_file, sft_step, step_tracking
 
+    output = data_location(model.uri, model.path)
     result = sft_step(
         base_model,
-        artifact_location(data.uri, data.path),
-        artifact_location(validation_data.uri, validation_data.path),
-        artifact_location(model.uri, model.path),
+        read_pointer(data.path).location,
+        read_pointer(validation_data.path).location,
+        output,
         preset,
         overrides,
         Placement(
@@ -45,10 +48,11 @@ def train_sft(
             gpu_memory_gib=gpu_memory_gib,
             worker_memory_gib=worker_memory_gib,
             shared_volume_claim=shared_volume_claim,
+            cluster=cluster,
         ),
         step_tracking(tracking_uri, experiment, "sft"),
     )
-    model.metadata["global_step"] = result["global_step"]
+    publish(model, output, {"step": "sft", "global_step": result["global_step"]})
     for key, value in result.get("validation", {}).items():
         metrics.log_metric(key.replace("/", "_"), value)
     keep_metrics_file(metrics)
@@ -76,6 +80,7 @@ def train_rl_phase(
     gpu_memory_gib: float,
     worker_memory_gib: int,
     shared_volume_claim: str,
+    cluster: dict,
     tracking_uri: str,
     experiment: str,
     model: Output[Model],
@@ -86,21 +91,16 @@ def train_rl_phase(
     The judge is this run's verifier (looked up, not an input, so that an unchanged phase is reused);
     verifier_model is an input so that a different judge is a different phase.
     """
-    from longrl.steps import (
-        Placement,
-        artifact_location,
-        keep_metrics_file,
-        pipeline_judge,
-        rl_step,
-        step_tracking,
-    )
+    from longrl.artifacts import data_location, publish, read_pointer
+    from longrl.steps import Placement, keep_metrics_file, pipeline_judge, rl_step, step_tracking
 
+    output = data_location(model.uri, model.path)
     result = rl_step(
-        artifact_location(start.uri, start.path),
-        artifact_location(data.uri, data.path),
+        read_pointer(start.path).location,
+        read_pointer(data.path).location,
         phase,
         [int(bound) for bound in phase_max_tokens],
-        artifact_location(model.uri, model.path),
+        output,
         preset,
         overrides,
         algorithm,
@@ -116,10 +116,11 @@ def train_rl_phase(
             gpu_memory_gib=gpu_memory_gib,
             worker_memory_gib=worker_memory_gib,
             shared_volume_claim=shared_volume_claim,
+            cluster=cluster,
         ),
         step_tracking(tracking_uri, experiment, f"rl-phase{phase}", {"verifier.model": verifier_model}),
     )
-    model.metadata.update({"phase": phase, "global_step": result["global_step"]})
+    publish(model, output, {"step": f"rl-phase{phase}", "phase": phase, "global_step": result["global_step"]})
     for key, value in result.get("validation", {}).items():
         metrics.log_metric(key.replace("/", "_"), value)
     metrics.log_metric("retrospective_drawn", result["curriculum"]["retrospective_drawn"])

@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from longrl import storage
+from longrl import preflight, storage
+from longrl.artifacts import artifact_location, fetch_tokenizer  # noqa: F401 - components' import
 from longrl.cli import merge_options
 from longrl.curriculum import DIFFICULTY_FILE, read_sources
-from longrl.data.prepare import PrepareConfig, prepare
+from longrl.data.prepare import STATS_FILE, PrepareConfig, prepare
 from longrl.evaluation.run import EvalConfig, evaluate
+from longrl.launchers.cluster import ClusterShape
 from longrl.launchers.kuberay import VERL_IMAGE, KubeRayConfig, WorkerGroup
 from longrl.registry import RegistryConfig, register_candidate
 from longrl.rewards.judge import JudgeConfig
@@ -32,15 +34,6 @@ logger = logging.getLogger(__name__)
 
 Launcher = Literal["local", "kuberay"]
 VerifierMode = Literal["local", "kubernetes", "none"]
-
-
-def artifact_location(uri: str, path: str) -> str:
-    """Where a KFP artifact lives for the library: its s3:// URI on a cluster, its local path otherwise."""
-    if uri.startswith("minio://"):
-        return "s3://" + uri[len("minio://") :]
-    if uri.startswith("s3://"):
-        return uri
-    return path
 
 
 def keep_metrics_file(metrics: Any) -> None:
@@ -199,7 +192,7 @@ def prepare_step(
 ) -> dict[str, Any]:
     """Data preparation into ``output`` (a local directory; staged to s3:// when it is one)."""
     local_inputs = [str(storage.localize(uri)) for uri in inputs]
-    tokenizer = str(storage.localize(tokenizer_model)) if storage.is_s3(tokenizer_model) else tokenizer_model
+    tokenizer = fetch_tokenizer(tokenizer_model)  # an s3:// base model's tokenizer files, not its weights
     local_out = (
         output if not storage.is_s3(output) else str(storage.cache_dir() / "prepare" / Path(output).name)
     )
@@ -215,7 +208,7 @@ def prepare_step(
         )
     )
     if storage.is_s3(output):
-        storage.copy_tree(local_out, output)
+        storage.copy_tree(local_out, output, last=(STATS_FILE,))  # stats.json says done
     return stats
 
 
@@ -240,6 +233,7 @@ def start_verifier_step(
     image: str,
     gpus: int,
     watch_pid: int | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> str:
     """Starts the judge's server and returns its OpenAI API base URL ('' for mode none)."""
     from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
@@ -248,13 +242,21 @@ def start_verifier_step(
     kfp_run_id = pipeline_run_id()
     if mode == "none":
         return ""
+    preflight.require("verifier step", preflight.verifier_problems(verifier))
     if mode == "kubernetes":
         from longrl.launchers.kube import RealKubernetesApi
 
-        cluster = ClusterVerifierConfig(
-            namespace=namespace, name=verifier_name(kfp_run_id), image=image, gpus=gpus
+        from longrl.launchers.kube import run_labels
+
+        cluster_config = ClusterVerifierConfig(
+            namespace=namespace,
+            name=verifier_name(kfp_run_id),
+            image=image,
+            gpus=gpus,
+            cluster=ClusterShape.model_validate(cluster or {}),
+            labels=run_labels(kfp_run_id),
         )
-        return ClusterVerifier(RealKubernetesApi(), verifier, cluster).start()
+        return ClusterVerifier(RealKubernetesApi(), verifier, cluster_config).start()
     from longrl.serving.local import start_detached
 
     record = start_detached(verifier, _pid_file(kfp_run_id), watch_pid=watch_pid)
@@ -295,6 +297,18 @@ def stop_verifier_step(mode: VerifierMode, namespace: str) -> None:
         stop_detached(_pid_file(kfp_run_id))
 
 
+def end_run_step(verifier_mode: VerifierMode, namespace: str, launcher: Launcher) -> None:
+    """The exit handler's cleanup: stops the verifier, then deletes whatever else this KFP run left in
+    the cluster (RayJobs, Deployments, Services carrying its run label), whatever happened before."""
+    try:
+        stop_verifier_step(verifier_mode, namespace)
+    finally:
+        if launcher == "kuberay" or verifier_mode == "kubernetes":
+            from longrl.launchers.kube import RealKubernetesApi, sweep_run
+
+            sweep_run(RealKubernetesApi(), namespace, pipeline_run_id())
+
+
 # ----- training ------------------------------------------------------------------------------
 
 
@@ -327,6 +341,10 @@ class Placement(BaseModel):
         description="ReadWriteMany PersistentVolumeClaim shared by a RayJob's pods (needed by verl on several "
         "nodes; '' for none)",
     )
+    cluster: ClusterShape = Field(
+        default_factory=ClusterShape,
+        description="Pod shape on the cluster (longrl.launchers.cluster.ClusterShape); unknown keys are errors",
+    )
 
     def ray(self) -> dict[str, Any]:
         if self.launcher == "local":
@@ -340,6 +358,7 @@ class Placement(BaseModel):
             "gpus_per_node": gpus,
             "gpu_memory_gib": self.gpu_memory_gib,
             "cpu_memory_gib_per_node": float(self.worker_memory_gib),
+            **({"collective_timeout_s": t} if (t := self.cluster.collective_timeout_s) else {}),
         }
 
     def kuberay(self, engine: str) -> KubeRayConfig:
@@ -350,6 +369,7 @@ class Placement(BaseModel):
                 replicas=self.workers, gpus=self.gpus_per_worker, memory=f"{self.worker_memory_gib}Gi"
             ),
             shared_volume_claim=self.shared_volume_claim or None,
+            cluster=self.cluster,
         )
 
     def problems(self, engine: str) -> list[str]:
@@ -378,11 +398,11 @@ def _run_training(step: str, config: TrainingConfig, placement: Placement, name:
     if problems:
         raise PlacementRefused("; ".join(problems))
     if placement.launcher == "kuberay":
-        from longrl.launchers.kube import RealKubernetesApi
+        from longrl.launchers.kube import RealKubernetesApi, run_labels
 
         kfp_run_id = pipeline_run_id()
         return KubeRayLauncher(RealKubernetesApi(), placement.kuberay(config.engine)).run(
-            step, config, rayjob_name(kfp_run_id, name), labels={"longrl.io/kfp-run": kfp_run_id[:63]}
+            step, config, rayjob_name(kfp_run_id, name), labels=run_labels(kfp_run_id)
         )
     return LocalLauncher().run(step, config)
 
@@ -424,6 +444,7 @@ def sft_step(
     tracking: TrackingConfig,
 ) -> dict[str, Any]:
     config = sft_config(base_model, data_dir, validation_dir, output, preset, overrides, placement, tracking)
+    preflight.require("sft step", preflight.sft_problems(config, placement.problems))
     return _run_training("sft", config, placement, "sft")
 
 
@@ -510,6 +531,7 @@ def rl_step(
         tracking,
         earlier_phases(start),
     )
+    preflight.require(f"rl-phase{phase} step", preflight.rl_problems(config, placement.problems))
     return _run_training("rl", config, placement, f"rl-phase{phase}")
 
 
@@ -647,6 +669,7 @@ def evaluate_step(
             },
         )
     )
+    preflight.require("evaluation step", preflight.evaluation_problems(config))
     return evaluate(config)
 
 

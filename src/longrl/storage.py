@@ -528,6 +528,63 @@ def copy(source: str, destination: str) -> None:
     (copy_file if is_file else copy_tree)(source, destination)
 
 
+# ----- listings, expected downloads, deletes (pointer artifacts, checkpoint pruning) ------------
+
+
+def list_objects(uri: str) -> Iterator[tuple[str, int, str]]:
+    """(relative path, size, ETag) of each object under an ``s3://`` prefix: the listing alone, no reads."""
+    prefix = parse_s3(uri)
+    key_prefix = f"{prefix.key}/" if prefix.key else ""
+    paginator = s3_client().get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=prefix.bucket, Prefix=key_prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(key_prefix) :], int(item["Size"]), item.get("ETag", "")
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, uri) from exc
+
+
+def recorded_sha256(uri: str) -> str | None:
+    """The SHA-256 an ``s3://`` object carries in its metadata (everything longrl writes has one)."""
+    return _remote_sha(parse_s3(uri))
+
+
+def download_expected(uri: str, local: str | Path, sha256: str) -> Path:
+    """Downloads an object that must hash to ``sha256`` (a manifest's); a local file that does is kept."""
+    source = parse_s3(uri)
+    local = Path(local)
+    if local.is_file() and file_sha256(local) == sha256:
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=local.parent, prefix=f".{local.name}.", delete=False) as tmp:
+        partial = Path(tmp.name)
+    try:
+        _call(uri, "download_file", Bucket=source.bucket, Key=source.key, Filename=str(partial))
+        if file_sha256(partial) != sha256:
+            raise StorageError(f"{uri} changed since it was recorded: its sha256 is not {sha256}")
+        os.replace(partial, local)
+    finally:
+        partial.unlink(missing_ok=True)
+    return local
+
+
+def delete_tree(uri: str) -> int:
+    """Deletes a directory (local) or every object under an ``s3://`` prefix; returns the files deleted."""
+    if not is_s3(uri):
+        root = Path(uri)
+        if not root.exists():
+            return 0
+        count = sum(1 for path in root.rglob("*") if path.is_file())
+        shutil.rmtree(root)
+        return count
+    prefix = parse_s3(uri)
+    keys = [f"{prefix.key}/{relative}" for relative in list_files(uri)]
+    for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        _call(uri, "delete_objects", Bucket=prefix.bucket, Delete={"Objects": batch, "Quiet": True})
+    return len(keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m longrl.storage copy SRC DST`` / ``ls URI``: what init containers and people use."""
     import argparse
