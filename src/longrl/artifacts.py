@@ -229,25 +229,23 @@ def node_lock(key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_LOCALIZED = ".longrl-localized.json"
-
-
 def localize_on_node(uri: str) -> Path:
     """``storage.localize`` done once per node: concurrent ranks wait for the one that downloads.
 
-    A directory once downloaded carries a record of the listing it was made from (keys, sizes,
-    ETags); later calls compare the listing, not the bytes, so 8 ranks do not hash 8 copies.
+    A directory once downloaded is recorded with the listing it was made from (keys, sizes, ETags);
+    later calls compare the listing, not the bytes, so 8 ranks do not hash 8 copies.
     """
     if not storage.is_s3(uri):
         return storage.localize(uri)
-    target = storage.parse_s3(uri)
-    local = storage.cache_dir() / target.bucket / target.key
-    with node_lock(f"localize-{uri}"):
-        listing = sorted(storage.list_objects(uri))
-        record = local / _LOCALIZED
-        if listing and record.is_file() and json.loads(record.read_text()) == [list(i) for i in listing]:
-            return local
+    key = f"localize-{uri}"
+    record = storage.cache_dir() / "locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.localized.json"
+    with node_lock(key):
+        listing = [list(item) for item in sorted(storage.list_objects(uri))]
+        if listing and record.is_file():
+            done = json.loads(record.read_text())
+            if done["listing"] == listing and Path(done["path"]).is_dir():
+                return Path(done["path"])
         localized = storage.localize(uri)
         if listing and localized.is_dir():
-            record.write_text(json.dumps([list(item) for item in listing]))
+            record.write_text(json.dumps({"path": str(localized), "listing": listing}))
         return localized
