@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, field_validator
 from tqdm.auto import tqdm
 
+from longrl import storage
 from longrl.data.io import DataError, Row, RowError, read_rows
 from longrl.data.prompts import chat_prompt
 from longrl.data.schema import SFTRecord
@@ -381,6 +382,4 @@ def _write_outputs(
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    storage.write_text(str(path), json.dumps(payload, indent=2, ensure_ascii=False) + "\n")

@@ -118,6 +118,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             "questions": len(records),
             "truncated_inputs": truncated,
             "judge": judge_stats,
+            "judge_model": config.judge.model if config.judge else None,
             "max_input_tokens": config.max_input_tokens,
         }
     )
@@ -128,13 +129,15 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) if storage.is_s3(config.output_dir) else Path(config.output_dir)
         out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS_FILE).unlink(missing_ok=True)  # an earlier run's: it would vouch for a mix
         _write_predictions(rows, out / PREDICTIONS_FILE)
-        (out / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         (out / TABLE_FILE).write_text(comparison_markdown(evaluations))
         comparison_plot(evaluations, out / PLOT_FILE)
+        # last, atomically: its presence says the evaluation is complete
+        storage.write_text(str(out / METRICS_FILE), json.dumps(summary, indent=2) + "\n")
         _track(config, summary, out)
         if storage.is_s3(config.output_dir):
-            storage.copy_tree(str(out), config.output_dir)
+            storage.copy_tree(str(out), config.output_dir, last=(METRICS_FILE,))
     return summary
 
 

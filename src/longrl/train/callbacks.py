@@ -9,6 +9,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from longrl import storage
 from longrl.curriculum import DifficultyRecorder
 from longrl.tracking import MetricsSink
 from longrl.train.checkpoints import checkpoint_dir
@@ -54,7 +55,9 @@ class DifficultyCheckpointCallback(TrainerCallback):
         checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         checkpoint.mkdir(parents=True, exist_ok=True)
         rank, _ = _rank_and_world()
-        (checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}").write_text(json.dumps(self.recorder.state()))
+        storage.write_text(
+            str(checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}"), json.dumps(self.recorder.state())
+        )
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from longrl import storage
+
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
@@ -70,5 +72,5 @@ class MarkCheckpointComplete(TrainerCallback):
         wait_for_all_ranks()
         checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         if state.is_world_process_zero and checkpoint.is_dir():
-            (checkpoint / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
+            storage.write_text(str(checkpoint / COMPLETE_MARKER), f"{state.global_step}\n")
         wait_for_all_ranks()

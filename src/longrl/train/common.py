@@ -31,6 +31,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
+from longrl import storage
 from longrl.plan.placement import engine_problems
 from longrl.train.checkpoints import (
     CHECKPOINTS_DIR,
@@ -277,6 +278,8 @@ def finish(
             "final_logs": history[-1] if history else {},
             **extra,
         }
-        (Path(config.output_dir) / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        storage.write_text(
+            str(Path(config.output_dir) / RESULT_FILE), json.dumps(result, indent=2, default=str) + "\n"
+        )
     wait_for_all_ranks(waiting)
     return result

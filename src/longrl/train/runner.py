@@ -53,6 +53,8 @@ def run_step_here(step: Step, config: TrainingConfig, is_rank_zero: bool = True)
 
     prepare_distributed(config)  # staging waits for the other ranks of the node
     with staged(config, is_rank_zero) as (local, callbacks):
+        if step == "rl" and is_rank_zero:  # before result.json, which vouches for it
+            write_sources(local.output_dir, config.retrospective_from)  # type: ignore[attr-defined]
         if step == "sft":
             from longrl.train.sft import run_sft
 
@@ -61,8 +63,6 @@ def run_step_here(step: Step, config: TrainingConfig, is_rank_zero: bool = True)
             from longrl.train.rl import run_rl
 
             result = run_rl(local, callbacks)  # type: ignore[arg-type]
-    if step == "rl" and is_rank_zero:
-        write_sources(config.output_dir, config.retrospective_from)  # type: ignore[attr-defined]
     return result
 
 

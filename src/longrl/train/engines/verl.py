@@ -15,8 +15,8 @@ vLLM rollouts), leaving the same outputs as the ``trl`` engine.
    from ``checkpoints/`` (``resume_mode=auto``);
 5. converts the last checkpoint to ``model/`` (verl's model merger, with the tokenizer), writes
    ``difficulty.jsonl``, ``metrics.jsonl`` (verl's per-step metrics; MLflow has them from verl's
-   logger), the validation metrics of verl's last-step validation, ``result.json`` and
-   ``curriculum.json``.
+   logger), the validation metrics of verl's last-step validation, ``curriculum.json`` and, last,
+   ``result.json`` (written atomically; pushed after everything it vouches for).
 
 Only step 4's ``run_ppo`` needs GPUs; everything around it runs, and is tested, on a CPU.
 """
@@ -79,9 +79,7 @@ class VerlEngine:
         from longrl.train.staging import staged
 
         with staged(config) as (local, _trainer_callbacks):  # verl pushes checkpoints itself
-            result = run_phase(local, self.trainer)  # type: ignore[arg-type]
-        write_sources(config.output_dir, config.retrospective_from)
-        return result
+            return run_phase(local, self.trainer)  # type: ignore[arg-type]
 
 
 def trainer_env(config: RLStepConfig, metric_log: Path, remote_output: str | None) -> dict[str, str]:
@@ -255,5 +253,6 @@ def run_phase(local: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
         "step": f"rl-phase{local.phase}",
         "curriculum": inputs.draw,
     }
-    (layout.output_dir / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_sources(str(layout.output_dir), original.retrospective_from)
+    storage.write_text(str(layout.output_dir / RESULT_FILE), json.dumps(result, indent=2, default=str) + "\n")
     return result

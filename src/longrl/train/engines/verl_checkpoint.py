@@ -51,10 +51,7 @@ def global_step_of(checkpoint: Path) -> int:
 
 
 def save_difficulty_state(checkpoint: Path, state: dict[str, tuple[float, int]]) -> None:
-    path = checkpoint / DIFFICULTY_STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    storage.write_text(str(checkpoint / DIFFICULTY_STATE_FILE), json.dumps(state))
 
 
 def load_difficulty_state(checkpoint: Path | None) -> dict[str, tuple[float, int]] | None:
