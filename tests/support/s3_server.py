@@ -1,14 +1,19 @@
-"""A real S3-API server on loopback (moto's threaded server), and the environment to reach it."""
+"""A real S3 server on loopback (SeaweedFS, ``longrl.seaweedfs``), and the environment to reach it."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+from longrl.seaweedfs import S3Identity, empty_bucket, serve
+
+IDENTITY = S3Identity(access_key="test-access-key", secret_key="test-secret-key")
+BUCKET = "longrl"
 S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "test-access-key",
-    "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+    "AWS_ACCESS_KEY_ID": IDENTITY.access_key,
+    "AWS_SECRET_ACCESS_KEY": IDENTITY.secret_key,
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -20,14 +25,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_s3() -> Iterator[str]:
-    """Yields the endpoint URL of a fresh in-memory S3 server."""
-    from moto.server import ThreadedMotoServer
+def serve_s3(data_dir: Path) -> Iterator[str]:
+    """Yields the endpoint URL of a SeaweedFS S3 server keeping its data in ``data_dir``."""
+    with serve(data_dir, IDENTITY, buckets=(BUCKET,)) as endpoint:
+        yield endpoint
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+
+def fresh_bucket(endpoint: str) -> None:
+    """Bucket 'longrl', empty: what each test starts from."""
+    empty_bucket(endpoint, IDENTITY, BUCKET)
