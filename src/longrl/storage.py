@@ -227,8 +227,8 @@ def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> 
     """Uploads in parts; an interrupted upload of the same bytes resumes from the parts already sent.
 
     Every other unfinished upload of the key is aborted first (left behind by a crash, they cost
-    storage until they are). A resumed upload whose parts cannot be listed (expired, aborted, or a
-    server that keeps failing) is aborted and one new upload started in its place.
+    storage until they are). A resumed upload that turns out to be gone, or whose parts cannot be
+    listed (a server that keeps failing), is aborted and one new upload started in its place.
     """
     uri = str(target)
     state_file = local.with_name(local.name + _UPLOAD_STATE_SUFFIX)
@@ -239,10 +239,23 @@ def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> 
     )
     _abort_other_uploads(target, keep=upload_id)
     sent = _sent_parts(target, upload_id) if resumable else {}
-    if sent is None:
-        _abort_upload(target, upload_id)
-        upload_id = _start_multipart_upload(target, sha, part_size, state_file)
-        sent = {}
+    if sent is not None:
+        try:
+            return _send_parts(local, target, upload_id, part_size, sent, state_file)
+        except StorageError as exc:
+            if not (resumable and _upload_vanished(exc.__cause__)):
+                raise
+            logger.warning("%s: the upload being resumed is gone; starting afresh", target)
+    _abort_upload(target, upload_id)
+    upload_id = _start_multipart_upload(target, sha, part_size, state_file)
+    _send_parts(local, target, upload_id, part_size, {}, state_file)
+
+
+def _send_parts(
+    local: Path, target: S3Path, upload_id: str, part_size: int, sent: dict[int, str], state_file: Path
+) -> None:
+    """Sends the parts the server does not hold yet (``sent``: their ETags) and completes the upload."""
+    uri = str(target)
     parts = []
     with local.open("rb") as handle:
         number = 0
@@ -274,6 +287,12 @@ def _multipart_upload(local: Path, target: S3Path, sha: str, part_size: int) -> 
     state_file.unlink(missing_ok=True)
 
 
+def _upload_vanished(exc: BaseException | None) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
+
+
 def _upload_state(state_file: Path) -> dict[str, Any]:
     try:
         return json.loads(state_file.read_text())
@@ -297,8 +316,6 @@ def _sent_parts(target: S3Path, upload_id: str) -> dict[int, str] | None:
     A vanished upload (``NoSuchUpload``) answers at once; other failures are retried
     ``LIST_PARTS_ATTEMPTS`` times with growing pauses.
     """
-    from botocore.exceptions import ClientError
-
     for attempt in range(1, LIST_PARTS_ATTEMPTS + 1):
         try:
             sent: dict[int, str] = {}
@@ -312,10 +329,7 @@ def _sent_parts(target: S3Path, upload_id: str) -> dict[int, str] | None:
                     return sent
                 marker = listed["NextPartNumberMarker"]
         except Exception as exc:  # noqa: BLE001 - the caller starts a new upload
-            vanished = (
-                isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
-            )
-            if vanished or attempt == LIST_PARTS_ATTEMPTS:
+            if _upload_vanished(exc) or attempt == LIST_PARTS_ATTEMPTS:
                 logger.warning("%s: starting the upload afresh (its parts cannot be listed: %s)", target, exc)
                 return None
             time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))

@@ -1,6 +1,7 @@
 """Faults injected into storage and step outputs: kills mid-upload and mid-write, failing S3 calls,
 hostile object keys, stale caches. Uses only the ``s3_endpoint`` fixture and boto3."""
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from longrl import storage
 from longrl.storage import StorageError
@@ -273,7 +275,8 @@ def test_copy_and_localize_refuse_hostile_keys_and_write_nothing(s3_endpoint, tm
     for key in hostile_keys(base, outside):
         prefix = key[: len(base) + 2]
         client.put_object(Bucket="longrl", Key=f"{prefix}/ok.txt", Body=b"fine")
-        client.put_object(Bucket="longrl", Key=key, Body=b"planted")
+        with contextlib.suppress(ClientError):  # a server may refuse such a key outright
+            client.put_object(Bucket="longrl", Key=key, Body=b"planted")
         listed = [o["Key"] for o in client.list_objects_v2(Bucket="longrl", Prefix=prefix + "/")["Contents"]]
         if key in listed:  # the server kept the key as given (AWS and moto do)
             kept.append(prefix)
@@ -290,9 +293,29 @@ def test_copy_and_localize_refuse_hostile_keys_and_write_nothing(s3_endpoint, tm
     assert planted == [], planted
 
 
+@pytest.mark.parametrize("hostile", ["../../escaped", "a/../../../escaped", "/{outside}/escaped"])
+def test_hostile_keys_in_a_listing_are_refused_before_anything_is_written(
+    s3_endpoint, tmp_path, monkeypatch, hostile
+) -> None:
+    """The listing AWS S3 gives once such keys were put (servers that normalise keys cannot hold them)."""
+    monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "deep" / "cache"))
+    hostile = hostile.format(outside=str(tmp_path / "outside").lstrip("/"))
+    uri = f"s3://longrl/{unique_prefix()}/m"
+    storage.write_text(f"{uri}/ok.txt", "fine")
+    listed = storage.list_files
+    monkeypatch.setattr(storage, "list_files", lambda prefix: iter([*listed(prefix), hostile]))
+    destination = tmp_path / "deep" / "dest"
+    with pytest.raises(StorageError, match=f"refusing the object .* under {uri}"):
+        storage.copy_tree(uri, str(destination))
+    with pytest.raises(StorageError, match="refusing the object"):
+        storage.localize(uri)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
 def test_localize_refuses_a_uri_that_leaves_the_cache(s3_endpoint, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
-    raw_client(s3_endpoint).put_object(Bucket="longrl", Key="a/../../../escaped", Body=b"planted")
+    with contextlib.suppress(ClientError):  # the URI is refused before anything is asked of the server
+        raw_client(s3_endpoint).put_object(Bucket="longrl", Key="a/../../../escaped", Body=b"planted")
     with pytest.raises(StorageError, match="refusing the object"):
         storage.localize("s3://longrl/a/../../../escaped")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -368,6 +391,23 @@ def test_stale_uploads_of_the_key_are_aborted(s3_endpoint, tmp_path, monkeypatch
     assert client.get_object(Bucket="longrl", Key=key)["Body"].read() == source.read_bytes()
     assert unfinished_uploads(s3_endpoint, key) == []
     assert unfinished_uploads(s3_endpoint, key + ".other") == [other]  # another key's upload is not ours
+
+
+def test_a_resumed_upload_that_is_gone_is_started_afresh(s3_endpoint, tmp_path, monkeypatch) -> None:
+    """The upload expired on the server, which still lists (no) parts for it: the parts sent to it
+    are refused, so a new upload replaces it."""
+    key = f"{unique_prefix()}/big.bin"
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(PART + 1000))
+    interrupted_upload(source, f"s3://longrl/{key}", monkeypatch)
+    (gone,) = unfinished_uploads(s3_endpoint, key)
+    raw_client(s3_endpoint).abort_multipart_upload(Bucket="longrl", Key=key, UploadId=gone)
+    monkeypatch.setattr(
+        storage.s3_client(), "list_parts", lambda **kwargs: {"Parts": [], "IsTruncated": False}
+    )
+    storage.upload_file(source, f"s3://longrl/{key}", part_size=PART)
+    assert raw_client(s3_endpoint).get_object(Bucket="longrl", Key=key)["Body"].read() == source.read_bytes()
+    assert unfinished_uploads(s3_endpoint, key) == []
 
 
 # ----- caches and reads ------------------------------------------------------------------------------
