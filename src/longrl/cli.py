@@ -103,23 +103,33 @@ def _explain(error: ValidationError, app: type[BaseModel]) -> str:
     return "invalid options:\n" + "\n".join(lines)
 
 
+DEBUG_FLAG = "--debug"
+
+
 def run_cli(
     app: type[BaseModel],
     prog: str,
     argv: list[str] | None = None,
     known_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Runs a pydantic-settings CLI app; bad options and known failures print a message, not a traceback."""
+    """Runs a pydantic-settings CLI app; bad options and known failures print a message, not a traceback.
+
+    Exit codes: 2 for a wrong call (bad options, inputs refused by a pre-flight check), 1 for a known
+    failure. ``--debug`` (anywhere on the command line, every command has it) lets the error through with
+    its traceback instead.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args
+    args = [arg for arg in args if arg != DEBUG_FLAG]
     source = CliSettingsSource(app, cli_prog_name=prog, cli_kebab_case=True, cli_implicit_flags=True)
     try:
-        CliApp.run(app, cli_args=sys.argv[1:] if argv is None else argv, cli_settings_source=source)
-    except ValidationError as exc:
-        print(f"error: {_explain(exc, app)}", file=sys.stderr)
-        return 2
-    except UsageError as exc:
+        CliApp.run(app, cli_args=args, cli_settings_source=source)
+    except (ValidationError, UsageError, *known_errors) as exc:
+        if debug:
+            raise
+        if isinstance(exc, ValidationError):
+            print(f"error: {_explain(exc, app)}", file=sys.stderr)
+            return 2
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except known_errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     return 0

@@ -15,6 +15,7 @@ from longrl.data.synthetic import GenerateConfig, generate_records
 from longrl.evaluation.benchmarks import BENCHMARKS, write_benchmark_file
 from longrl.evaluation.report import comparison_markdown
 from longrl.evaluation.run import EvalConfig, evaluate, read_summary
+from longrl.preflight import evaluation_problems, require
 from longrl.storage import StorageError
 
 # synthetic stand-ins: the generator's kinds that match each benchmark's questions
@@ -25,7 +26,9 @@ class RunCommand(ConfigFileOption, EvalConfig):
     """Generate answers with vLLM, score them (EM, sub-EM, F1, judge, max(EM, judge)), write the report."""
 
     def cli_cmd(self) -> None:
-        summary = evaluate(self.step_config(EvalConfig))
+        config = self.step_config(EvalConfig)
+        require("evaluation", evaluation_problems(config))
+        summary = evaluate(config)
         print(json.dumps(summary, indent=2))
 
 

@@ -9,6 +9,7 @@ import threading
 from pydantic import Field
 
 from longrl.cli import ConfigFileOption, run_cli
+from longrl.preflight import require, verifier_problems
 from longrl.serving.config import VerifierConfig
 from longrl.serving.local import LocalVerifier, ServingError
 
@@ -24,6 +25,7 @@ class ServeCommand(ConfigFileOption, VerifierConfig):
         config = VerifierConfig.model_validate(
             self.model_dump(exclude={"config", "port", "host", "log_file"})
         )
+        require("verifier", verifier_problems(config, host=self.host, port=self.port, log_file=self.log_file))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with LocalVerifier(config, self.log_file, port=self.port, host=self.host) as endpoint:

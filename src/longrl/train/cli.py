@@ -4,6 +4,9 @@ Options come from the step's config (``--help`` lists them), from ``--config FIL
 ``env:VAR`` to read JSON from an environment variable, which is how a RayJob receives it) and from
 ``--preset tiny`` (CPU-sized values for the tiny model). Precedence: flags > file > preset > the
 recipe's defaults.
+
+Before anything starts (no Ray, no MLflow run), the step's inputs are checked (``longrl.preflight``):
+every problem is printed on one line and the command exits with code 2.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pydantic import BaseModel, Field
 from pydantic_settings import CliApp, CliSubCommand
 
 from longrl.cli import ConfigFileOption, run_cli
+from longrl.preflight import require, training_problems
 from longrl.tracking import step_run
 from longrl.train.config import PRESETS, RLStepConfig, SFTStepConfig, TrainingConfig
-from longrl.train.runner import Step, TrainingFailed, run_step
+from longrl.train.engines import Step, TrainingFailed
 
 
 class _StepCommand(ConfigFileOption):
@@ -33,6 +37,9 @@ class _StepCommand(ConfigFileOption):
 
     def run(self, config_type: type[TrainingConfig]) -> None:
         config = self.step_config(config_type)
+        require(f"{self.step} step", training_problems(self.step, config))
+        from longrl.train.runner import run_step  # imports the trainers (seconds): after the check
+
         with step_run(config.tracking, params=config.model_dump(mode="json")) as run_id:
             if run_id is not None:
                 config = config.model_copy(

@@ -4,7 +4,8 @@ Each worker runs ``run_step_here``: the TRL SFT or GRPO/DAPO loop of ``longrl.tr
 ``longrl.train.rl``, sharded with DeepSpeed ZeRO-3 when ``parallelism.sharding`` is ``zero3``
 (``longrl.train.engines.trl_deepspeed``; how every ``parallelism`` field reaches TRL is in
 ``longrl.train.common``). A worker failure restarts the group up to ``ray.max_failures`` times;
-the step then resumes from its last complete checkpoint.
+the step then resumes from its last complete checkpoint. A mistake in the step's inputs or config
+is not retried (``longrl.train.engines.failures``).
 """
 
 from __future__ import annotations
@@ -43,12 +44,22 @@ def preflight(step: str, config: TrainingConfig) -> None:
         rollout_arguments(config, prompt_tokens=1)  # type: ignore[arg-type]
 
 
+def torch_config(config: TrainingConfig) -> Any:
+    """Ray Train's torch setup: the process group's timeout when the step sets one (else Ray's 1800 s)."""
+    from ray.train.torch import TorchConfig
+
+    timeout = config.ray.collective_timeout_s
+    return TorchConfig(timeout_s=timeout) if timeout else TorchConfig()
+
+
 class TrlEngine:
     name = "trl"
 
     def run(self, step: str, config: TrainingConfig) -> dict[str, Any]:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
+        from ray.train.v2.api.exceptions import TrainingFailedError
+
+        from longrl.train.engines.failures import MistakeAwareTorchTrainer, failure_message
 
         preflight(step, config)
 
@@ -60,7 +71,7 @@ class TrlEngine:
         resources = {"CPU": config.ray.cpus_per_worker}
         if config.ray.use_gpu:
             resources["GPU"] = 1
-        trainer = TorchTrainer(
+        trainer = MistakeAwareTorchTrainer(
             _train_loop,
             train_loop_config={"step": step, "config": config.model_dump(mode="json")},
             scaling_config=ScalingConfig(
@@ -71,8 +82,12 @@ class TrlEngine:
                 storage_path=ray_storage,
                 failure_config=FailureConfig(max_failures=config.ray.max_failures),
             ),
+            torch_config=torch_config(config),
         )
-        outcome = trainer.fit()
+        try:
+            outcome = trainer.fit()
+        except TrainingFailedError as exc:
+            raise TrainingFailed(failure_message(step, exc)) from exc
         if outcome.error is not None:
             raise TrainingFailed(f"{step} step failed on the Ray workers: {outcome.error}") from outcome.error
         result_uri = storage.join(config.output_dir, RESULT_FILE)
