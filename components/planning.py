@@ -18,6 +18,7 @@ def plan_training(
     gpu_memory_gib: float,
     worker_memory_gib: int,
     shared_volume_claim: str,
+    cluster: dict,
     plan: Output[Markdown],
 ) -> str:
     """Plans SFT and every RL phase on the pipeline's GPUs; fails, naming each step that cannot fit.
@@ -42,6 +43,7 @@ def plan_training(
             gpu_memory_gib=gpu_memory_gib,
             worker_memory_gib=worker_memory_gib,
             shared_volume_claim=shared_volume_claim,
+            cluster=cluster,
         ),
     )
     table = plan_markdown(rows)

@@ -35,11 +35,12 @@ def open_tracking(
 
 
 @dsl.component(base_image=PIPELINE_IMAGE, install_kfp_package=False)
-def finish_pipeline(tracking_uri: str, experiment: str, verifier_mode: str, namespace: str):
-    """Exit handler: stops the verifier (whatever happened before) and closes the pipeline's MLflow run."""
-    from longrl.steps import close_pipeline_run, stop_verifier_step
+def finish_pipeline(tracking_uri: str, experiment: str, verifier_mode: str, namespace: str, launcher: str):
+    """Exit handler: stops the verifier, deletes what the run left in the cluster (whatever happened
+    before) and closes the pipeline's MLflow run."""
+    from longrl.steps import close_pipeline_run, end_run_step
 
     try:
-        stop_verifier_step(verifier_mode, namespace)
+        end_run_step(verifier_mode, namespace, launcher)
     finally:
         close_pipeline_run(tracking_uri, experiment)

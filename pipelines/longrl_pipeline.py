@@ -88,6 +88,7 @@ PARAMETERS = {
     "gpu_memory_gib": str(RayResources.model_fields["gpu_memory_gib"].description),
     "worker_memory_gib": str(Placement.model_fields["worker_memory_gib"].description),
     "shared_volume_claim": str(Placement.model_fields["shared_volume_claim"].description),
+    "cluster": "Pod shape on the cluster: worker_cpu, head_cpu, head_memory, shm_size, node_selector, tolerations, image_pull_secrets, priority_class_name, env, kueue_queue, collective_timeout_s, read_only_root_filesystem (see longrl.launchers.cluster.ClusterShape; unknown keys are errors)",
     "mlflow_tracking_uri": "MLflow tracking server",
     "mlflow_experiment": "MLflow experiment of this pipeline's runs",
     "registered_model_name": str(RegistryConfig.model_fields["registered_model_name"].description),
@@ -137,6 +138,7 @@ def longrl_pipeline(
     gpu_memory_gib: float = default(RayResources, "gpu_memory_gib"),
     worker_memory_gib: int = default(Placement, "worker_memory_gib"),
     shared_volume_claim: str = default(Placement, "shared_volume_claim"),
+    cluster: dict = {},
     mlflow_tracking_uri: str = "http://mlflow.longrl.svc.cluster.local:5000",
     mlflow_experiment: str = "longrl",
     registered_model_name: str = default(RegistryConfig, "registered_model_name"),
@@ -149,7 +151,8 @@ def longrl_pipeline(
         experiment=mlflow_experiment,
         verifier_mode=verifier_mode,
         namespace=namespace,
-    ).set_display_name("stop verifier, close run")
+        launcher=launcher,
+    ).set_display_name("stop verifier, clean up, close run")
     with dsl.ExitHandler(finish, name="longrl"):
         hardware = {
             "ray_workers": ray_workers,
@@ -157,6 +160,7 @@ def longrl_pipeline(
             "gpu_memory_gib": gpu_memory_gib,
             "worker_memory_gib": worker_memory_gib,
             "shared_volume_claim": shared_volume_claim,
+            "cluster": cluster,
         }
         plan = plan_training(
             base_model=base_model,
@@ -218,6 +222,7 @@ def longrl_pipeline(
             namespace=namespace,
             image=verifier_image,
             gpus=verifier_gpus,
+            cluster=cluster,
         ).set_display_name("start verifier")
         verifier.after(rl_data_task)
         sft = train_sft(

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from longrl import storage
-from longrl.launchers.kuberay import LaunchFailed
-from longrl.train.checkpoints import RESULT_FILE
+from longrl.launchers.kuberay import LaunchFailed, result_file
 from longrl.train.config import TrainingConfig
 
 
@@ -51,4 +50,4 @@ class LocalLauncher:
                 raise
         if code != 0:
             raise LaunchFailed(f"{step} step exited with status {code}; its last lines:\n" + "\n".join(tail))
-        return json.loads(storage.read_text(storage.join(config.output_dir, RESULT_FILE)))
+        return json.loads(storage.read_text(storage.join(config.output_dir, result_file())))

@@ -38,6 +38,9 @@ class RayResources(BaseModel):
     max_failures: int = Field(
         1, ge=0, description="Times Ray restarts a failed worker group (it resumes from the last checkpoint)"
     )
+    collective_timeout_s: int | None = Field(
+        None, ge=1, description="Timeout of collective operations in seconds; None: the engine's default"
+    )
 
 
 class TrainingConfig(BaseModel):

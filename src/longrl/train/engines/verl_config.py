@@ -322,6 +322,7 @@ def _trainer(config: RLStepConfig, data: PhaseData, layout: PhaseLayout, mlflow:
         "trainer.device": "cuda",
         "trainer.nnodes": gpus.nodes,
         "trainer.n_gpus_per_node": gpus.gpus_per_node,
+        **({"actor_rollout_ref.nccl_timeout": t} if (t := config.ray.collective_timeout_s) else {}),
         "trainer.project_name": config.tracking.experiment,
         "trainer.experiment_name": config.tracking.run_name or f"rl-phase{config.phase}",
         "trainer.logger": ["console", "file", *(["mlflow"] if mlflow else [])],
