@@ -192,6 +192,10 @@ def evaluation_problems(config: EvalConfig) -> list[str]:
     from longrl.evaluation.benchmarks import BENCHMARKS
 
     problems = model_problems("model", config.model, hub_names=False)
+    if not config.benchmarks:
+        problems.append(
+            f'{flag("benchmarks")}: none given: name at least one, e.g. \'{{"hotpotqa": "FILE"}}\''
+        )
     for name, location in config.benchmarks.items():
         option = f"benchmarks.{name}"
         if name not in BENCHMARKS:
