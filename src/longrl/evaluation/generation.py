@@ -76,6 +76,38 @@ def rope_scaling(config: GenerationConfig, longest_sequence: int) -> dict[str, A
     }
 
 
+def rope_overrides(model: str, config: GenerationConfig, longest_sequence: int) -> dict[str, Any]:
+    """vLLM's ``hf_overrides`` for YaRN (empty when it is off): the model's own RoPE parameters with
+    YaRN's on top, and the context they reach.
+
+    vLLM sets a dict-valued override whole: a bare YaRN dict would drop the model's ``rope_theta``
+    (transformers 5 keeps it in ``rope_parameters``) and vLLM would use its default base instead.
+    """
+    scaling = rope_scaling(config, longest_sequence)
+    if not scaling:
+        return {}
+    from transformers import AutoConfig
+
+    text_config = AutoConfig.from_pretrained(model).get_text_config()
+    key = "rope_parameters" if hasattr(text_config, "rope_parameters") else "rope_scaling"  # transformers 4
+    own = dict(getattr(text_config, key, None) or {})
+    return {
+        key: {**own, **scaling},
+        "max_position_embeddings": int(config.yarn_original_max_position_embeddings * config.yarn_factor),
+    }
+
+
+def tensor_parallel_for(attention_heads: int, kv_heads: int, gpus: int) -> int:
+    """The most of a node's ``gpus`` vLLM can shard the model over: a divisor of ``gpus`` that divides the
+    attention heads, and divides the key/value heads or is a multiple of them (they are replicated)."""
+    sizes = [size for size in range(1, max(1, gpus) + 1) if gpus % size == 0]
+    return max(
+        size
+        for size in sizes
+        if attention_heads % size == 0 and (kv_heads % size == 0 or size % kv_heads == 0)
+    )
+
+
 def on_gpu() -> bool:
     import torch
 
@@ -90,14 +122,14 @@ def generate(model: str, prompts: list[str], config: GenerationConfig, max_model
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
-    scaling = rope_scaling(config, max_model_len)
-    overrides: dict[str, Any] = {}
-    if scaling:
-        overrides["rope_scaling"] = scaling
-        overrides["max_position_embeddings"] = int(
-            config.yarn_original_max_position_embeddings * config.yarn_factor
-        )
-        logger.info("YaRN rope scaling on: %s", scaling)
+    overrides = rope_overrides(model, config, max_model_len)
+    if overrides:
+        logger.info("YaRN rope scaling on: %s", overrides)
+    parallel: dict[str, Any] = {}
+    if config.tensor_parallel_size > 1:
+        # One process per GPU of this node (inside a Ray task too, where vLLM would otherwise ask Ray
+        # for a placement group of its own).
+        parallel["distributed_executor_backend"] = "mp"
     llm = LLM(
         model=model,
         max_model_len=max_model_len,
@@ -106,6 +138,7 @@ def generate(model: str, prompts: list[str], config: GenerationConfig, max_model
         tensor_parallel_size=config.tensor_parallel_size,
         gpu_memory_utilization=config.gpu_memory_utilization,
         hf_overrides=overrides or None,
+        **parallel,
     )
     sampling = SamplingParams(
         n=config.samples,
