@@ -117,6 +117,7 @@ def test_ray_pods_are_hardened_labelled_and_authenticated() -> None:
         pod = template["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, role
+        assert pod["automountServiceAccountToken"] is False, role
         assert {"name": "scratch", "emptyDir": {}} in pod["volumes"], role
         for container in pod["containers"]:
             security = container["securityContext"]
@@ -491,7 +492,7 @@ def test_a_terminated_launcher_deletes_its_rayjob_and_says_so(tmp_path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
     )
     try:
         key = ("RayJob", "ml", "longrl-rl-sigterm")

@@ -237,7 +237,7 @@ def test_a_terminated_start_deletes_the_deployment_and_service_and_says_so(tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
     )
     service = ("Service", "ml", "longrl-verifier")
     try:

@@ -137,6 +137,8 @@ def pod_security_context(uid: int, gid: int) -> dict[str, Any]:
         "runAsUser": uid,
         "runAsGroup": gid,
         "fsGroup": gid,
+        # chown a mounted volume only when its root is not the group's yet (not every file, every start)
+        "fsGroupChangePolicy": "OnRootMismatch",
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 

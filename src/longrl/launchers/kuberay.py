@@ -189,6 +189,8 @@ def _pod_spec(
         "containers": [container],
         "volumes": [SCRATCH_VOLUME, *volumes],
         "securityContext": pod_security_context(RAY_UID, RAY_GID),
+        # Ray pods never call the Kubernetes API: no token in them.
+        "automountServiceAccountToken": False,
         **scheduling(kuberay.cluster, gpu_pod),
         **extra,
     }
