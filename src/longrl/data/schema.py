@@ -16,6 +16,7 @@ is (B).") are reduced to the answer (``answer``), the sentence kept in ``raw_ans
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,6 +29,7 @@ from longrl.data.prompts import (
 )
 from longrl.rewards.choice import extract_option_letter
 from longrl.rewards.extraction import THINK_END, published_answer
+from longrl.rewards.numeric import is_non_finite
 from longrl.rewards.rule import AnswerKind, answer_kind
 
 # Other names the same fields go by in public long-document QA files.
@@ -76,6 +78,13 @@ class QARecord(BaseModel):
                 return {**data, "answer": reduced, "raw_answer": data.get("raw_answer") or data["answer"]}
         return data
 
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _not_nan(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"is {value}, not an answer (a missing value written as NaN or Infinity?)")
+        return value
+
     @field_validator("context", "question", "answer", "data_source", "id")
     @classmethod
     def _not_blank(cls, value: str) -> str:
@@ -91,6 +100,8 @@ class QARecord(BaseModel):
             raise ValueError(
                 f"a multiple-choice source ({source}) needs an option letter such as 'B' or '(B)'"
             )
+        if source and answer_kind(source) is AnswerKind.NUMERIC and is_non_finite(value):
+            raise ValueError(f"is {value!r}: a numeric source ({source}) needs a finite number")
         return value
 
     @field_validator("answer_form")
@@ -137,6 +148,8 @@ def _scalar_text(value: Any) -> Any:
     """Unwraps one-element lists (LongBench's ``answers``) and stringifies numbers."""
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
+    if isinstance(value, float) and not math.isfinite(value):
+        return value  # NaN and infinities stay numbers, which the record refuses: they are no answer
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     return value

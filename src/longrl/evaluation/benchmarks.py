@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,16 @@ class EvalRecord(BaseModel):
     question: str = Field(min_length=1)
     answers: list[str] = Field(min_length=1)
 
+    @field_validator("answers", mode="before")
+    @classmethod
+    def _not_nan(cls, answers: Any) -> Any:
+        for answer in answers if isinstance(answers, list) else []:
+            if isinstance(answer, float) and not math.isfinite(answer):
+                raise ValueError(
+                    f"holds {answer}, not an answer (a missing value written as NaN or Infinity?)"
+                )
+        return answers
+
     @field_validator("answers")
     @classmethod
     def _non_empty_answers(cls, answers: list[str]) -> list[str]:
@@ -63,6 +74,8 @@ class EvalRecord(BaseModel):
 def _text(value: Any) -> Any:
     if isinstance(value, bool):
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return value  # NaN and infinities stay numbers, which the record refuses: they are no answer
     return str(value) if isinstance(value, (int, float)) else value
 
 

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import json
 from typing import Any
 
 from longrl.evaluation.benchmarks import EvalRecord
-from longrl.rewards import LLMJudge, exact_match, extract_final_answer, sub_exact_match, token_f1
+from longrl.rewards import LLMJudge, exact_match, sub_exact_match, token_f1
 from longrl.rewards.extraction import reference_answer
-from longrl.rewards.rule import AnswerKind, answer_kind, judge_can_help, log_scoring_error, score_answer
+from longrl.rewards.rule import (
+    AnswerKind,
+    answer_kind,
+    final_answer,
+    judge_can_help,
+    log_scoring_error,
+    score_answer,
+)
 
 METRICS = ("em", "sub_em", "f1", "judge", "score")
 
@@ -46,8 +55,7 @@ def _extract_and_match(
 ) -> tuple[str | None, dict[str, float], str | None]:
     """(prediction, match scores, error): never raises; an error scores 0."""
     try:
-        choice = answer_kind(record.data_source) is AnswerKind.CHOICE
-        prediction = extract_final_answer(completion, choice=choice)
+        prediction = final_answer(answer_kind(record.data_source), completion)
         return prediction, match_scores(record, prediction), None
     except Exception as exc:  # noqa: BLE001 - one bad sample must not end an evaluation
         return None, dict(_NO_MATCH), log_scoring_error(exc, record.benchmark)
@@ -110,8 +118,15 @@ async def score_all(
     return rows
 
 
+def questions_fingerprint(rows: list[dict[str, Any]]) -> str:
+    """A digest of which questions (id, question, answers) were asked: equal only for the same set."""
+    asked = sorted({json.dumps([r["id"], r["question"], list(r["answers"])]) for r in rows})
+    return hashlib.sha256("\n".join(asked).encode()).hexdigest()[:16]
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means per benchmark and their unweighted average across benchmarks."""
+    """Means per benchmark and their unweighted average across benchmarks; per benchmark also the number
+    of answers (``n``) and which questions they answer (``questions``), for comparing evaluations."""
     by_benchmark: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     for row in rows:
         by_benchmark[row["benchmark"]].append(row)
@@ -120,6 +135,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         judged = [r["judge"] for r in items if r["judge"] is not None]
         summary["benchmarks"][name] = {
             "n": len(items),
+            "questions": questions_fingerprint(items),
             "em": sum(r["em"] for r in items) / len(items),
             "sub_em": sum(r["sub_em"] for r in items) / len(items),
             "f1": sum(r["f1"] for r in items) / len(items),

@@ -2,7 +2,14 @@
 
 from longrl.rewards.extraction import extract_final_answer
 from longrl.rewards.hybrid import HybridReward, RewardBreakdown, batch_metrics
-from longrl.rewards.judge import JudgeCache, JudgeConfig, JudgeStats, LLMJudge, parse_verdict
+from longrl.rewards.judge import (
+    JudgeCache,
+    JudgeConfig,
+    JudgeOutageError,
+    JudgeStats,
+    LLMJudge,
+    parse_verdict,
+)
 from longrl.rewards.rule import AnswerKind, answer_kind, rule_reward, score_answer
 from longrl.rewards.text import exact_match, squad_normalize, sub_exact_match, token_f1
 
@@ -11,6 +18,7 @@ __all__ = [
     "HybridReward",
     "JudgeCache",
     "JudgeConfig",
+    "JudgeOutageError",
     "JudgeStats",
     "LLMJudge",
     "RewardBreakdown",

@@ -1,7 +1,10 @@
 """The hybrid reward: max(rule, judge), the judge asked only when the rule check says < 1.
 
-Scoring never raises: an internal error (in the rule check or around the judge) scores 0 for
-that response, is logged, and is counted in ``reward/errors``; the rest of the batch is scored.
+Scoring never raises for one response: an internal error (in the rule check or around the judge)
+scores 0 for that response, is logged, and is counted in ``reward/errors``; the rest of the batch
+is scored. A verifier that gives no verdict leaves the rule score (counted: ``reward/judge_failed``,
+``judge/failures``, ``judge/failure_rate``), until it fails too often: then scoring raises
+``JudgeOutageError`` and the step fails (``JudgeConfig.max_failure_rate``).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class HybridReward:
             return RewardBreakdown(
                 prediction=prediction, rule=rule, judge=None, judge_failed=True, error=error
             )
+        self.judge.check_available()
         if verdict is None:
             return RewardBreakdown(prediction=prediction, rule=rule, judge=None, judge_failed=True)
         return RewardBreakdown(prediction=prediction, rule=rule, judge=float(verdict))
@@ -123,6 +127,7 @@ class HybridReward:
                 after = self.judge.stats.snapshot()
                 for name, value in after.items():
                     log_metric(f"judge/{name}", value - before.get(name, 0.0))
+                log_metric("judge/failure_rate", self.judge.recent_failure_rate)
         if log_extra is not None:
             log_extra("rule_reward", [b.rule for b in breakdowns])
             log_extra("judge_reward", [b.judge for b in breakdowns])

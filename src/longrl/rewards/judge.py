@@ -4,7 +4,10 @@ The verifier is any OpenAI-compatible chat endpoint (``vllm serve`` in this proj
 prediction it sees is bounded and delimited (see ``judge_messages``): the policy being trained
 writes it and must not be able to steer its judge. The judge never raises into a training step:
 a timeout, a refused connection, an HTTP error or a reply without a final verdict all come back
-as ``None`` and are counted in ``JudgeStats``; the caller then keeps the rule score. Verdicts are cached by (question, prediction, ground truth), and identical
+as ``None`` and are counted in ``JudgeStats``; the caller then keeps the rule score. Falling back
+is for the odd failure, not for an outage: ``check_available`` raises ``JudgeOutageError`` once
+more than ``max_failure_rate`` of the last ``failure_window`` calls failed, and the hybrid reward
+calls it, so that training stops instead of going on with half its reward. Verdicts are cached by (question, prediction, ground truth), and identical
 questions in flight at the same time (the eight rollouts of a GRPO group often agree) share one
 request.
 """
@@ -76,6 +79,22 @@ class JudgeConfig(BaseModel):
     max_concurrency: int = Field(32, ge=1, description="Most requests in flight at once")
     max_tokens: int = Field(512, ge=1, description="Most tokens the verifier may write per verdict")
     cache_size: int = Field(100_000, ge=0, description="Verdicts kept in memory (0 turns the cache off)")
+    max_failure_rate: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The hybrid reward stops training when more than this share of the last "
+        "failure_window verifier calls failed (1: never); evaluation records the unjudged answers instead",
+    )
+    failure_window: int = Field(
+        200,
+        ge=1,
+        description="Verifier calls the failure rate is taken over (none is judged before that many)",
+    )
+
+
+class JudgeOutageError(RuntimeError):
+    """The verifier failed too often: training on the rule reward alone would silently change the reward."""
 
 
 def parse_verdict(text: str | None) -> bool | None:
@@ -186,6 +205,9 @@ class LLMJudge:
         self.config = config
         self.cache = cache if cache is not None else JudgeCache(config.cache_size)
         self.stats = JudgeStats()
+        self._recent: collections.deque[bool] = collections.deque(
+            maxlen=config.failure_window
+        )  # True: failed
         # An httpx client and a semaphore belong to one event loop; TRL runs async rewards on
         # its own daemon loop while evaluation may use asyncio.run, so keep one set per loop.
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -205,6 +227,28 @@ class LLMJudge:
             state = _LoopState(client, asyncio.Semaphore(self.config.max_concurrency), {})
             self._loops[loop] = state
         return state
+
+    @property
+    def recent_failure_rate(self) -> float:
+        """The share of the last ``failure_window`` verifier calls (fewer at first) that failed."""
+        recent = list(self._recent)
+        return sum(recent) / len(recent) if recent else 0.0
+
+    def check_available(self) -> None:
+        """Raises ``JudgeOutageError`` when, over a full window of calls, too many failed."""
+        recent = list(self._recent)
+        if len(recent) < self.config.failure_window:
+            return
+        failed = sum(recent)
+        if failed / len(recent) <= self.config.max_failure_rate:
+            return
+        reasons = ", ".join(f"{reason} {count}" for reason, count in self.stats.failure_reasons.most_common())
+        raise JudgeOutageError(
+            f"the verifier at {self.config.base_url} failed {failed} of the last {len(recent)} calls "
+            f"(more than max_failure_rate {self.config.max_failure_rate:.0%}; failures so far: {reasons}). "
+            "Training on the rule score alone would silently change the reward: bring the verifier back, "
+            "or set judge.max_failure_rate higher, or train with reward=rule."
+        )
 
     async def judge(self, question: str, prediction: str, ground_truth: str) -> bool | None:
         """True/False from the verifier, or None when it could not be had (the failure is counted)."""
@@ -240,6 +284,7 @@ class LLMJudge:
         verdict = parse_verdict(content)
         if verdict is None:
             return self._failed("unparseable", None)
+        self._recent.append(False)
         if verdict:
             self.stats.yes += 1
         else:
@@ -250,6 +295,7 @@ class LLMJudge:
     def _failed(self, reason: str, exc: BaseException | None) -> None:
         self.stats.failures += 1
         self.stats.failure_reasons[reason] += 1
+        self._recent.append(True)
         count = self.stats.failure_reasons[reason]
         if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th ...: visible without flooding the log
             detail = f": {exc}" if exc else ""

@@ -115,6 +115,18 @@ def parse_numeric_answer(text: str) -> NumericAnswer | None:
     return None
 
 
+_NON_FINITE = re.compile(r"^[-+]?(?:nan|inf(?:inity)?|∞)$", re.IGNORECASE)
+
+
+def is_non_finite(text: str) -> bool:
+    """Whether an answer states NaN or an infinity ("NaN", "-inf", "Infinity", "∞", "1e999"), which is
+    never a value to score: a ``float('nan')`` turned into text reads "nan", not a number."""
+    if _NON_FINITE.match(_prepare(text)):
+        return True
+    value = parse_numeric_answer(text)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
 def numeric_match(
     prediction: NumericAnswer,
     ground_truth: NumericAnswer,

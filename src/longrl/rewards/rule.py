@@ -8,6 +8,9 @@ reduced to the answer before comparison.
 
 No input makes ``check_response`` or ``rule_reward`` raise: one model output must never stop an
 RL step or an evaluation. An internal error scores 0 and is reported in ``RuleOutcome.error``.
+
+NaN and infinities are not numeric answers: a prediction stating one is no answer (scored 0, never
+sent to the judge), and a reference stating one matches nothing (it is a missing value written out).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 
 from longrl.rewards.choice import extract_option_letter
 from longrl.rewards.extraction import extract_final_answer, reference_answer
-from longrl.rewards.numeric import numeric_match, parse_numeric_answer
+from longrl.rewards.numeric import is_non_finite, numeric_match, parse_numeric_answer
 from longrl.rewards.text import sub_exact_match
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ def score_answer(kind: AnswerKind, prediction: str, ground_truth: str) -> float:
         if expected is not None:
             return float(predicted == expected)
     elif kind is AnswerKind.NUMERIC:
+        if is_non_finite(ground_truth) or is_non_finite(prediction):
+            return 0.0
         expected_number = parse_numeric_answer(ground_truth)
         if expected_number is not None:
             predicted_number = parse_numeric_answer(prediction)
@@ -61,7 +66,19 @@ def score_answer(kind: AnswerKind, prediction: str, ground_truth: str) -> float:
 def judge_can_help(kind: AnswerKind, ground_truth: str) -> bool:
     """Whether asking the LLM judge makes sense: not for an option letter, which the rule decides
     alone (the official recipe never judges multiple-choice answers)."""
-    return not (kind is AnswerKind.CHOICE and extract_option_letter(reference_answer(ground_truth)))
+    reference = reference_answer(ground_truth)
+    if kind is AnswerKind.NUMERIC and is_non_finite(reference):
+        return False
+    return not (kind is AnswerKind.CHOICE and extract_option_letter(reference))
+
+
+def final_answer(kind: AnswerKind, response: str) -> str | None:
+    """The answer to score in a whole model output; None when there is none, or when a numeric
+    answer is NaN or an infinity."""
+    prediction = extract_final_answer(response, choice=kind is AnswerKind.CHOICE)
+    if prediction is not None and kind is AnswerKind.NUMERIC and is_non_finite(prediction):
+        return None
+    return prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +94,7 @@ def check_response(data_source: str, response: str, ground_truth: str) -> RuleOu
     """Extracts the answer from a whole model output and scores it; never raises."""
     try:
         kind = answer_kind(data_source)
-        prediction = extract_final_answer(response, choice=kind is AnswerKind.CHOICE)
+        prediction = final_answer(kind, response)
         if prediction is None:
             return RuleOutcome(prediction=None, score=0.0)
         return RuleOutcome(prediction=prediction, score=score_answer(kind, prediction, ground_truth))

@@ -4,7 +4,9 @@ verl's reward loop workers call ``compute_score`` once per rollout through the D
 (``reward.reward_manager.name=dapo``), which adds the overlong penalty to the returned ``score``.
 The function returns a dict: ``score`` (the hybrid reward, max(rule, judge)), ``acc`` (the same
 value, the metric of DAPO's group filtering), and the breakdown (``rule_reward``, ``answered``,
-``judge_asked``, ``judge_rescued``, ``judge_failed``), which verl logs as reward metrics.
+``judge_asked``, ``judge_rescued``, ``judge_failed``, ``judge_failure_rate`` over the judge's last
+calls), which verl logs as reward metrics. A verifier outage raises ``JudgeOutageError`` out of
+``compute_score``, which fails the step.
 
 The difficulty record is kept here too, not read from verl's rollout dumps: the dumps carry
 neither the dataset's ``extra_info`` nor the groups that group filtering dropped (an example
@@ -55,7 +57,8 @@ async def compute_score(
         raise ValueError(
             "extra_info.question is missing: the phase parquet was not written by longrl.train.engines.verl_data"
         )
-    breakdown = await hybrid_reward(judge).score(data_source, solution_str, ground_truth, question)
+    reward = hybrid_reward(judge)
+    breakdown = await reward.score(data_source, solution_str, ground_truth, question)
     if difficulty_recorder and extra_info.get("split") == "train":
         await record(difficulty_recorder, str(extra_info["id"]), breakdown.hybrid)
     return {
@@ -66,6 +69,7 @@ async def compute_score(
         "judge_asked": float(breakdown.judge is not None or breakdown.judge_failed),
         "judge_rescued": float(breakdown.hybrid > breakdown.rule),
         "judge_failed": float(breakdown.judge_failed),
+        "judge_failure_rate": reward.judge.recent_failure_rate if reward.judge else 0.0,
         "reward_errors": float(breakdown.error is not None),
     }
 
