@@ -1,6 +1,9 @@
 """Registration, gated promotion, manual promotion and rollback against a real MLflow server."""
 
+import itertools
 import json
+import math
+import threading
 import uuid
 
 import pytest
@@ -9,10 +12,19 @@ from longrl import registry
 from longrl.registry import CHALLENGER, CHAMPION, RegistryConfig, RegistryError, gate, register_candidate
 
 
-def summary(average: float) -> dict:
+def summary(
+    average: float, n: int = 40, judge_model: str | None = "verifier", judge_unavailable: int = 0
+) -> dict:
+    """An evaluation summary as ``longrl.evaluation`` writes it (metrics.json)."""
+
+    def benchmark(score: float, questions: str) -> dict:
+        return {"score": score, "n": n, "questions": questions, "judge_unavailable": judge_unavailable}
+
     return {
         "average": average,
-        "benchmarks": {"hotpotqa": {"score": average}, "docmath": {"score": average / 2}},
+        "benchmarks": {"hotpotqa": benchmark(average, "h1"), "docmath": benchmark(average / 2, "d1")},
+        "judge_model": judge_model,
+        "max_input_tokens": 4000,
     }
 
 
@@ -160,3 +172,162 @@ def test_registering_from_inside_the_steps_own_run(config, tiny_model_dir) -> No
     import mlflow
 
     assert mlflow.MlflowClient(config.tracking_uri).get_run(run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion"),
+    [
+        ({"average": math.nan}, {"average": 0.40}),
+        ({"average": math.inf}, {"average": 0.40}),
+        ({}, {"average": 0.40}),
+        ({"average": 0.0}, {}),  # a champion without the metric lets nothing through
+        ({"average": 0.0}, {"average": math.nan}),
+        ({"average": 0.9}, {"average": -math.inf}),
+    ],
+)
+def test_a_missing_or_nan_metric_never_passes(candidate, champion) -> None:
+    passed, why = gate(candidate, champion, "average", 0.0)
+    assert not passed, why
+
+
+def profile(**changes) -> dict:
+    base = registry.eval_profile(summary(0.5))
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(
+    ("candidate", "reason"),
+    [
+        (profile(), None),
+        (registry.eval_profile(summary(0.5, n=41)), "docmath: 41 answers vs the champion's 40"),
+        (profile(benchmarks={"hotpotqa": {"n": 40, "questions": "h1"}}), "different benchmarks"),
+        (
+            profile(
+                benchmarks={"hotpotqa": {"n": 40, "questions": "h2"}, "docmath": {"n": 40, "questions": "d1"}}
+            ),
+            "hotpotqa: different questions",
+        ),
+        (registry.eval_profile(summary(0.5, judge_model="other")), "judge model 'other'"),
+        (registry.eval_profile(summary(0.5, judge_model=None)), "judge model None"),
+        (registry.eval_profile(summary(0.5, judge_unavailable=20)), "no verdict on 50.0% of the candidate's"),
+        (profile(max_input_tokens=8000), "input limit 8000"),
+        ({"benchmarks": {"hotpotqa": {"n": 40}}}, "does not record max_input_tokens, judge_model"),
+    ],
+)
+def test_only_comparable_evaluations_are_compared(candidate, reason) -> None:
+    found = registry.incomparability(candidate, profile(), max_judge_unavailable=0.01)
+    if reason is None:
+        assert found is None
+    else:
+        assert reason in found
+
+
+def test_an_incomparable_candidate_is_not_promoted_and_says_why(config, tiny_model_dir) -> None:
+    reference = config.model_copy(update={"log_weights": "reference"})
+    register_candidate(reference, str(tiny_model_dir), summary(0.40), a_run(config))
+    outcome = register_candidate(reference, str(tiny_model_dir), summary(0.90, n=80), a_run(config))
+    assert (outcome["promoted"], outcome["comparable"], outcome["champion"]) == (False, False, "1")
+    assert (
+        "not comparable with champion version 1: docmath: 80 answers vs the champion's 40" in outcome["gate"]
+    )
+    client = registry.client(config)
+    recorded = json.loads(client.get_model_version(config.registered_model_name, "2").tags["longrl.gate"])
+    assert recorded["comparable"] is False and recorded["gate"] == outcome["gate"]
+    assert registry.alias_version(client, config.registered_model_name, CHAMPION) == "1"
+
+
+def test_a_champion_without_the_metric_or_profile_lets_no_candidate_through(config, tiny_model_dir) -> None:
+    reference = config.model_copy(update={"log_weights": "reference"})
+    no_average = summary(0.40)
+    del no_average["average"]
+    first = register_candidate(reference, str(tiny_model_dir), no_average, a_run(config))
+    assert not first["promoted"] and first["gate"] == "the candidate's 'average' is missing"
+    registry.promote(config, "1", reason="by hand")
+    zero = register_candidate(reference, str(tiny_model_dir), summary(0.0), a_run(config))
+    assert not zero["promoted"] and "its 'average' is missing" in zero["gate"]
+
+    client = registry.client(config)
+    client.delete_model_version_tag(config.registered_model_name, "2", "longrl.eval_profile")
+    registry.promote(config, "2", reason="a champion registered before profiles were kept")
+    better = register_candidate(reference, str(tiny_model_dir), summary(0.9), a_run(config))
+    assert not better["promoted"] and "evaluation profile is not recorded" in better["gate"]
+    assert registry.alias_version(client, config.registered_model_name, CHAMPION) == "2"
+
+
+def test_a_retried_registration_finds_its_own_version(config, tiny_model_dir) -> None:
+    reference = config.model_copy(update={"log_weights": "reference"})
+    tags = {"kfp.run_id": "run-7"}
+    first = register_candidate(reference, str(tiny_model_dir), summary(0.40), a_run(config), tags=tags)
+    again = register_candidate(reference, str(tiny_model_dir), summary(0.40), a_run(config), tags=tags)
+    assert (first["version"], again["version"]) == ("1", "1")
+    assert (first["reused"], again["reused"], again["promoted"]) == (False, True, True)
+    client = registry.client(config)
+    assert len(client.search_model_versions(f"name='{config.registered_model_name}'")) == 1
+    other_run = register_candidate(
+        reference, str(tiny_model_dir), summary(0.40), a_run(config), tags={"kfp.run_id": "run-8"}
+    )
+    assert other_run["version"] == "2" and not other_run["reused"]
+
+
+@pytest.mark.parametrize(("worse", "better"), [(0.50, 0.60), (0.50, 0.51)])
+def test_concurrent_registrations_never_leave_a_worse_champion(
+    config, tiny_model_dir, monkeypatch, worse, better
+) -> None:
+    """Two registrations that both beat the champion race: each reads the old champion before the
+    other sets the alias, and the worse one would set it last. One decision must hold: the champion
+    is never worse than an earlier one, and of two within the margin of each other only one wins."""
+    reference = config.model_copy(update={"log_weights": "reference"})
+    register_candidate(reference, str(tiny_model_dir), summary(0.40), a_run(config))
+    worse_read, better_done = threading.Event(), threading.Event()
+    wait_s = 4.0  # the race is forced if the code lets it happen; serialised code waits this long once
+    read, set_alias = registry.alias_version, registry.set_alias
+
+    def reading(client, name, alias):
+        version = read(client, name, alias)
+        if alias == CHAMPION and threading.current_thread().name == "worse":
+            worse_read.set()
+        return version
+
+    def setting(client, name, alias, version, reason):
+        if alias == CHAMPION and threading.current_thread().name == "better":
+            worse_read.wait(wait_s)
+        if alias == CHAMPION and threading.current_thread().name == "worse":
+            better_done.wait(wait_s)
+        return set_alias(client, name, alias, version, reason)
+
+    monkeypatch.setattr(registry, "alias_version", reading)
+    monkeypatch.setattr(registry, "set_alias", setting)
+    runs = {name: a_run(config) for name in ("worse", "better")}
+    outcomes: dict[str, dict] = {}
+    start = threading.Barrier(2)
+
+    def register(name: str, average: float) -> None:
+        start.wait()
+        try:
+            outcomes[name] = register_candidate(reference, str(tiny_model_dir), summary(average), runs[name])
+        finally:
+            if name == "better":
+                better_done.set()
+
+    threads = [
+        threading.Thread(target=register, args=(name, average), name=name)
+        for name, average in (("worse", worse), ("better", better))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert set(outcomes) == {"worse", "better"}
+
+    client = registry.client(config)
+    name = config.registered_model_name
+    champion = read(client, name, CHAMPION)
+    averages = {v: registry.version_metrics(client, name, v)["average"] for v in ("1", "2", "3")}
+    promoted = [who for who, outcome in outcomes.items() if outcome["promoted"]]
+    assert champion in {outcomes["worse"]["version"], outcomes["better"]["version"]}
+    if better - worse >= config.promotion_margin:
+        assert champion == outcomes["better"]["version"]
+    else:
+        assert len(promoted) == 1 and outcomes[promoted[0]]["version"] == champion
+    changes = [c["version"] for c in registry.history(client, name) if c["alias"] == CHAMPION]
+    assert all(averages[new] >= averages[old] for old, new in itertools.pairwise(changes)), changes
