@@ -13,8 +13,11 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 # Where `make run` keeps everything it makes (data, models, MLflow store, reports).
 RUN_DIR ?= build/local
-# e.g. RUN_ARGS=--no-caching: run every step, even those an earlier run in RUN_DIR already computed.
+# e.g. RUN_ARGS=--no-caching: run every step, even those an earlier run in RUN_DIR already computed;
+# RUN_ARGS=--verbose: every step's full output on the console (by default, one line per step).
 RUN_ARGS ?=
+# ARTIFACTS=s3: every input and output in a local S3 server (SeaweedFS, under RUN_DIR), as on a cluster.
+ARTIFACTS ?= local
 PYTEST_ARGS ?=
 # Cluster side: the compiled pipeline, the kustomize overlay, image names.
 PACKAGE ?= build/longrl_pipeline.yaml
@@ -45,7 +48,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock
 	@touch $@
 
 run: install ## run the whole pipeline locally (kfp.local, tiny model, generated data, local MLflow)
-	$(PY) -m pipelines.cli run-local --work-dir $(RUN_DIR) $(RUN_ARGS)
+	$(PY) -m pipelines.cli run-local --work-dir $(RUN_DIR) --artifacts $(ARTIFACTS) $(RUN_ARGS)
 
 test: install ## run the whole test suite (CPU only; what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

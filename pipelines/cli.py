@@ -199,6 +199,8 @@ def write_templates(directory: Path = TEMPLATES_DIR) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.console import add_console_arguments
+
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.cli",
         description=__doc__,
@@ -214,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the run keeps everything it makes (default: %(default)s)",
     )
     local.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
+    add_console_arguments(local)
     commands.add_parser("templates", help="write the reference RayJob and verifier objects to manifests/")
     for name, text in (
         ("upload", "upload the pipeline or a new version"),
@@ -261,7 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run-local":
             from pipelines.local_run import main as run_local
 
-            return run_local(["--work-dir", args.work_dir, *(["--no-caching"] if args.no_caching else [])])
+            return run_local(
+                [
+                    *("--work-dir", args.work_dir, "--artifacts", args.artifacts),
+                    *(["--no-caching"] if args.no_caching else []),
+                    *(["--verbose"] if args.verbose else []),
+                ]
+            )
         arguments = {} if args.command == "upload" else parse_arguments(args.param, args.params_file)
         client = kfp_client(args.host, args.namespace)
         package = args.package if args.package.is_file() else compile_pipeline(args.package)

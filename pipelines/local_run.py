@@ -6,6 +6,7 @@ cluster runs is executed by ``kfp.local``'s subprocess runner, training through 
 launcher (a local Ray) and the verifier as a local ``vllm serve`` process.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -132,12 +133,17 @@ class ReusedTasks(logging.Handler):
             print(record.getMessage(), flush=True)
 
 
-def run(work_dir: str, caching: bool = True) -> dict[str, Any]:
+def run(
+    work_dir: str, caching: bool = True, artifacts: str = "local", verbose: bool = False
+) -> dict[str, Any]:
     """Runs the DAG in ``work_dir``; with ``caching``, steps whose inputs did not change since an
-    earlier run in the same directory are reused (kfp.local's cache, under ``kfp/.kfp_cache``)."""
+    earlier run in the same directory are reused (kfp.local's cache, under ``kfp/.kfp_cache``).
+    With ``artifacts="s3"`` the inputs and outputs are in the local S3 server ``local_bucket`` runs.
+    Unless ``verbose``, each step prints one line and its output goes to a file under ``logs/``."""
     from kfp import local
 
     from longrl.steps import RUN_ID_ENV
+    from pipelines.console import StepConsole, console_stream, count_steps, quietly
     from pipelines.longrl_pipeline import longrl_pipeline
 
     work = Path(work_dir).resolve()
@@ -149,7 +155,19 @@ def run(work_dir: str, caching: bool = True) -> dict[str, Any]:
     run_id = f"local-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     os.environ[RUN_ID_ENV] = run_id  # on a cluster, each step pod's pipeline/runid label
     started = time.monotonic()
-    arguments = local_arguments(work, prepare_inputs(work))
+    reused = ReusedTasks()
+    steps = None
+    if not verbose:
+        total = count_steps(longrl_pipeline.pipeline_spec)
+        steps = StepConsole(work / "logs" / run_id, total, console_stream(), lambda: reused.tasks)
+    with quietly(steps, "preparing the tiny model and generated data", "inputs"):
+        inputs = prepare_inputs(work)
+    arguments = local_arguments(work, inputs)
+    if artifacts == "s3":
+        from pipelines.local_s3 import upload_inputs
+
+        with quietly(steps, "uploading them to the local S3 bucket", "upload"):
+            arguments.update(upload_inputs(inputs))
     prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
@@ -157,13 +175,13 @@ def run(work_dir: str, caching: bool = True) -> dict[str, Any]:
         raise_on_error=True,
         enable_caching=caching,
     )
-    reused = ReusedTasks()
     root = logging.getLogger()
     root.addHandler(reused)
     level = root.level
     root.setLevel(min(level, logging.INFO))
     try:
-        longrl_pipeline(**arguments)
+        with steps.attached() if steps else contextlib.nullcontext():
+            longrl_pipeline(**arguments)
     finally:
         root.removeHandler(reused)
         root.setLevel(level)
@@ -171,6 +189,8 @@ def run(work_dir: str, caching: bool = True) -> dict[str, Any]:
         "work_dir": str(work),
         "run_id": run_id,
         "reused": reused.tasks,
+        "logs": str(steps.log_dir) if steps else None,
+        "artifacts": artifacts,
         "arguments": arguments,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -189,6 +209,10 @@ def summary(outcome: dict[str, Any]) -> str:
         )
     )
     tables = sorted(work.glob("kfp/**/evaluation/comparison.md"), key=lambda p: p.stat().st_mtime)
+    if outcome.get("artifacts") == "s3":  # the evaluation is in the bucket; its pointer says where
+        from pipelines.local_s3 import bucket_outputs
+
+        tables = bucket_outputs(work, "evaluation", ("comparison.md", "stages.md"))
     latest = registry["versions"][-1] if registry["versions"] else None
     lines = [
         f"longrl local run finished in {outcome['seconds']} s; everything is under {work}",
@@ -198,6 +222,7 @@ def summary(outcome: dict[str, Any]) -> str:
         f"(aliases: {json.dumps(registry['aliases'])})",
         f"Evaluation table: {tables[-1] if tables else '-'}",
         "Reused unchanged: " + (", ".join(outcome["reused"]) or "nothing (every step ran)"),
+        *([f"Step logs:        {outcome['logs']}/ (one file per step)"] if outcome.get("logs") else []),
     ]
     if tables:
         lines += ["", tables[-1].read_text()]
@@ -214,14 +239,29 @@ def main(argv: list[str] | None = None) -> int:
         help="where the run keeps everything it makes (default: %(default)s)",
     )
     parser.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
+    from pipelines.console import add_console_arguments
+
+    add_console_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        outcome = run(args.work_dir, caching=not args.no_caching)
-    except RuntimeError as exc:  # kfp.local names the failed task; its log is above
-        print(f"error: the local run failed: {exc}", file=sys.stderr)
-        print(f"everything it made is under {Path(args.work_dir).resolve()}", file=sys.stderr)
-        return 1
-    print(summary(outcome))
+    work = Path(args.work_dir).resolve()
+    with contextlib.ExitStack() as stack:
+        if args.artifacts == "s3":  # up until the summary has read the evaluation from the bucket
+            from pipelines.local_s3 import local_bucket
+
+            print("starting a local S3 server (SeaweedFS) ... ", end="", flush=True)
+            endpoint = stack.enter_context(local_bucket(work, work / "kfp"))
+            print(f"{endpoint}, its data under {work / 'seaweedfs'}")
+        try:
+            outcome = run(
+                args.work_dir, caching=not args.no_caching, artifacts=args.artifacts, verbose=args.verbose
+            )
+        except RuntimeError as exc:  # kfp.local names the failed task; its log is above, or in logs/
+            print(f"error: the local run failed: {exc}", file=sys.stderr)
+            print(
+                f"everything it made is under {work} (each step's log under {work / 'logs'})", file=sys.stderr
+            )
+            return 1
+        print(summary(outcome))
     return 0
 
 

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -79,13 +80,32 @@ class Pointer(BaseModel):
         return sum(entry.size for entry in (self.part(relative) if relative else self.files).values())
 
 
+# ``make run ARTIFACTS=s3``: kfp.local's pipeline root stays a local directory (it holds the pointers and
+# kfp.local's cache), and what a step outputs goes to a bucket at the same relative key, as on a cluster.
+LOCAL_PIPELINE_ROOT_ENV = "LONGRL_LOCAL_PIPELINE_ROOT"
+LOCAL_ARTIFACTS_S3_ENV = "LONGRL_LOCAL_ARTIFACTS_S3"
+
+
 def artifact_location(uri: str, path: str) -> str:
-    """Where a KFP artifact lives for the library: its s3:// URI on a cluster, its local path otherwise."""
+    """Where a KFP artifact lives for the library: its s3:// URI on a cluster, its local path otherwise
+    (or, under kfp.local with ``LONGRL_LOCAL_ARTIFACTS_S3`` set, that prefix's counterpart of the path)."""
     if uri.startswith("minio://"):
         return "s3://" + uri[len("minio://") :]
     if uri.startswith("s3://"):
         return uri
-    return path
+    return _in_local_bucket(path) or path
+
+
+def _in_local_bucket(path: str) -> str | None:
+    bucket_root = os.environ.get(LOCAL_ARTIFACTS_S3_ENV, "")
+    local_root = os.environ.get(LOCAL_PIPELINE_ROOT_ENV, "")
+    if not bucket_root or not local_root:
+        return None
+    try:
+        relative = Path(path).resolve().relative_to(Path(local_root).resolve())
+    except ValueError:
+        return None
+    return storage.join(bucket_root, relative.as_posix())
 
 
 def data_location(uri: str, path: str) -> str:
@@ -146,8 +166,12 @@ def publish(artifact: Any, location: str, metadata: dict[str, Any] | None = None
     return pointer
 
 
-def read_pointer(path: str | Path) -> Pointer:
-    """The pointer in an input artifact's file."""
+def read_pointer(path: str | Path, check: bool = True) -> Pointer:
+    """The pointer in an input artifact's file; with ``check``, its data must still be there.
+
+    The check lists the data location (nothing is read): an output deleted since its step ran (a
+    bucket's lifecycle rule, a cleaned pipeline root) fails here, naming it, and not deep in a RayJob.
+    """
     text = Path(path).read_text(encoding="utf-8") if not storage.is_s3(str(path)) else storage.read_text(path)
     try:
         data = json.loads(text)
@@ -155,7 +179,25 @@ def read_pointer(path: str | Path) -> Pointer:
         raise storage.StorageError(f"{path} is not a longrl pointer artifact: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != POINTER_FORMAT:
         raise storage.StorageError(f"{path} is not a longrl pointer artifact ({POINTER_FORMAT})")
-    return Pointer.model_validate(data)
+    pointer = Pointer.model_validate(data)
+    missing = missing_files(pointer) if check else []
+    if missing:
+        raise storage.StorageError(
+            f"{path} points to {pointer.location}, which lacks {len(missing)} of its {len(pointer.files)} "
+            f"files or holds them changed ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): "
+            "the step that made it is cached but its output was deleted; run again without the cache"
+        )
+    return pointer
+
+
+def missing_files(pointer: Pointer) -> list[str]:
+    """The manifest's files that are not at the location with their recorded size (a listing, no reads)."""
+    if storage.is_s3(pointer.location):
+        sizes = {relative: size for relative, size, _etag in storage.list_objects(pointer.location)}
+    else:
+        root = Path(pointer.location)
+        sizes = {path: (root / path).stat().st_size for path in pointer.files if (root / path).is_file()}
+    return sorted(path for path, entry in pointer.files.items() if sizes.get(path) != entry.size)
 
 
 def _fetch_dir(location: str) -> Path:
