@@ -99,6 +99,16 @@ def test_a_local_output_is_read_where_it_is(tmp_path):
         artifacts.fetch(pointer, "model")
 
 
+def test_a_pointer_whose_data_was_deleted_says_so_when_read(s3_endpoint, tmp_path):
+    location = "s3://longrl/kfp/run/train-sft/.longrl-data/model"
+    storage.copy_tree(str(fake_step_output(tmp_path / "out")), location)
+    artifacts.write_pointer(tmp_path / "pointer", location)
+    storage.delete_tree(storage.join(location, "model"))
+    with pytest.raises(storage.StorageError, match="lacks 3 of its 6 files.*run again without the cache"):
+        artifacts.read_pointer(tmp_path / "pointer")
+    assert artifacts.read_pointer(tmp_path / "pointer", check=False).location == location
+
+
 def test_a_file_that_is_not_a_pointer_is_a_clear_error(tmp_path):
     (tmp_path / "old").write_text("{}")
     with pytest.raises(storage.StorageError, match="not a longrl pointer"):

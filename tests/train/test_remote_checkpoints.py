@@ -96,6 +96,17 @@ def test_the_store_keeps_save_total_limit_complete_checkpoints(s3_endpoint, tmp_
     assert prune(REMOTE, keep=2) == []
 
 
+def test_verl_checkpoints_are_pruned_up_to_the_one_its_tracker_names(s3_endpoint, tmp_path) -> None:
+    for step in (1, 2, 3, 4):
+        (tmp_path / "verl" / f"global_step_{step}" / "actor").mkdir(parents=True)
+        (tmp_path / "verl" / f"global_step_{step}" / "actor" / "model.pt").write_bytes(b"w")
+    (tmp_path / "verl" / "latest_checkpointed_iteration.txt").write_text("3")  # 4 is still being pushed
+    storage.copy_tree(str(tmp_path / "verl"), REMOTE)
+    assert prune(REMOTE, keep=2) == ["global_step_1"]
+    left = {r.split("/")[0] for r in storage.list_files(REMOTE)}
+    assert left == {"global_step_2", "global_step_3", "global_step_4", "latest_checkpointed_iteration.txt"}
+
+
 def test_the_marker_goes_up_after_every_node_pushed_its_part(s3_endpoint, tmp_path) -> None:
     node0 = write_checkpoint(tmp_path / "node0", 2)
     node1 = tmp_path / "node1" / "checkpoint-2"

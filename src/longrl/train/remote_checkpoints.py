@@ -29,7 +29,7 @@ from longrl.train.checkpoints import COMPLETE_MARKER, PATIENT_TIMEOUT
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = re.compile(r"^(?:checkpoint-|global_step_)(\d+)$")  # the Trainer's and verl's
-VERL_TRACKER = "latest_checkpointed_iteration.txt"  # verl_checkpoint.TRACKER_FILE (that module needs verl)
+VERL_TRACKER = "latest_checkpointed_iteration.txt"  # verl's checkpoint tracker (verl_checkpoint.TRACKER_FILE)
 NODE_MARK = ".longrl-pushed-node-{node}"
 
 
@@ -112,10 +112,19 @@ def pull_resume_state(remote_checkpoints: str, local_checkpoints: Path) -> list[
 def prune(remote_checkpoints: str, keep: int) -> list[str]:
     """Deletes the store's checkpoints older than its ``keep`` newest complete ones; returns their names.
 
+    Complete: marked (the Trainer's ``checkpoint-N``), or for verl at most the step its tracker names.
     Incomplete checkpoints newer than those kept are left alone: other nodes may be uploading them.
     """
     relatives = list(storage.list_files(remote_checkpoints))
-    complete = complete_checkpoints(relatives)
+    if VERL_TRACKER in relatives:
+        tracked = int(_reader(remote_checkpoints)(VERL_TRACKER).strip())
+        names = {_top(r) for r in relatives if "/" in r and CHECKPOINT_DIR.match(_top(r))}
+        complete = sorted(
+            (n for n in names if int(CHECKPOINT_DIR.match(n).group(1)) <= tracked),  # type: ignore[union-attr]
+            key=lambda n: int(CHECKPOINT_DIR.match(n).group(1)),  # type: ignore[union-attr]
+        )
+    else:
+        complete = complete_checkpoints(relatives)
     if len(complete) <= keep:
         return []
     oldest_kept = int(CHECKPOINT_DIR.match(complete[-keep]).group(1))  # type: ignore[union-attr]

@@ -28,11 +28,12 @@ from verl.trainer.ppo.checkpoint_callback import CheckpointCallback
 
 from longrl import storage
 from longrl.train.checkpoints import CHECKPOINTS_DIR
+from longrl.train.remote_checkpoints import VERL_TRACKER, prune
 
 logger = logging.getLogger(__name__)
 
 DIFFICULTY_STATE_FILE = "difficulty_state.json"
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's checkpoint tracker
+TRACKER_FILE = VERL_TRACKER  # verl's checkpoint tracker
 REMOTE_OUTPUT_ENV = "LONGRL_VERL_REMOTE_OUTPUT"  # the step's s3:// output directory, for the callback
 ACTOR_DIR = "actor"
 
@@ -70,8 +71,9 @@ def load_difficulty_state(checkpoint: Path | None) -> dict[str, tuple[float, int
     return {key: (float(total), int(n)) for key, (total, n) in json.loads(path.read_text()).items()}
 
 
-def push_checkpoint(checkpoint: Path, remote_output: str) -> None:
-    """Copies ``global_step_N`` and verl's metric logs to ``remote_output/checkpoints/``, then the tracker."""
+def push_checkpoint(checkpoint: Path, remote_output: str, keep: int | None = None) -> None:
+    """Copies ``global_step_N`` and verl's metric logs to ``remote_output/checkpoints/``, then the tracker;
+    then prunes the store to the ``keep`` newest checkpoints, as verl prunes its local directory."""
     from longrl.train.engines.verl_config import METRIC_LOGS_DIR
 
     local, remote = checkpoint.parent, storage.join(remote_output, CHECKPOINTS_DIR)
@@ -79,6 +81,8 @@ def push_checkpoint(checkpoint: Path, remote_output: str) -> None:
     if (local / METRIC_LOGS_DIR).is_dir():
         storage.copy_tree(str(local / METRIC_LOGS_DIR), storage.join(remote, METRIC_LOGS_DIR))
     storage.upload_file(local / TRACKER_FILE, storage.join(remote, TRACKER_FILE))
+    if keep:
+        prune(remote, keep)
 
 
 class PhaseCheckpointCallback(CheckpointCallback):
@@ -97,7 +101,7 @@ class PhaseCheckpointCallback(CheckpointCallback):
             save_difficulty_state(checkpoint, difficulty_state(ray.get_actor(recorder)))
         remote = os.environ.get(REMOTE_OUTPUT_ENV)
         if remote:
-            push_checkpoint(checkpoint, remote)
+            push_checkpoint(checkpoint, remote, self.config.trainer.get("max_actor_ckpt_to_keep"))
 
 
 class CheckpointNotShared(RuntimeError):
