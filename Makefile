@@ -26,11 +26,12 @@ REGISTRY ?= ghcr.io/longrl
 VERSION ?= 0.1.0
 GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 KFP_ARGS ?=
+KUBECTL ?= kubectl
 BENCH_DIR ?= build/bench
 BENCH_ARGS ?=
 
 .PHONY: help install run test test-fast learning-check compile submit-pipeline upload-pipeline \
-	schedule-pipeline templates deploy deploy-kuberay images bench bench-compare lint lock lock-images clean
+	schedule-pipeline templates deploy deploy-kuberay pin-images images bench bench-compare lint lock lock-images clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -80,10 +81,12 @@ schedule-pipeline: compile ## create a recurring run: make schedule-pipeline CRO
 templates: install ## regenerate manifests/base/templates from the code
 	$(PY) -m pipelines.cli templates
 
-deploy: ## apply MinIO, MLflow, RBAC and the kfp-launcher config (OVERLAY=local|production)
-	@for f in s3 postgres verifier; do test -f manifests/base/secrets/$$f.env || { \
-		echo "missing manifests/base/secrets/$$f.env: copy $$f.env.example and fill it in"; exit 1; }; done
-	kubectl apply -k manifests/overlays/$(OVERLAY)
+deploy: ## apply MinIO, MLflow, RBAC, NetworkPolicies, kfp-launcher config (OVERLAY=local|production)
+	$(PYTHON3) scripts/check-secrets.py
+	$(KUBECTL) apply -k manifests/overlays/$(OVERLAY)
+
+pin-images: ## pin the images in images/unpinned-images.yaml by digest (needs crane or docker buildx, registry access)
+	$(PYTHON3) scripts/pin-images.py
 
 deploy-kuberay: ## install the KubeRay operator 1.7 with Helm
 	helm repo add kuberay https://ray-project.github.io/kuberay-helm/

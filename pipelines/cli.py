@@ -24,6 +24,9 @@ import yaml
 
 DEFAULT_PACKAGE = Path("build/longrl_pipeline.yaml")
 PIPELINE_NAME = "longrl"
+# The runs' pods use this ServiceAccount (manifests/base/rbac): KFP's shared pipeline-runner gets no
+# rights from longrl.
+SERVICE_ACCOUNT = "longrl-pipeline"
 
 
 class KfpError(RuntimeError):
@@ -119,13 +122,18 @@ def submit(
     experiment: str,
     run_name: str | None,
     caching: bool,
+    service_account: str = SERVICE_ACCOUNT,
 ) -> dict[str, str]:
     """One run; with ``caching`` unchanged steps are reused (each task's own setting decides)."""
     with tempfile.TemporaryDirectory() as scratch:
         if not caching:
             package = without_caching(package, Path(scratch) / package.name)
         run = client.create_run_from_pipeline_package(
-            str(package), arguments=arguments, run_name=run_name, experiment_name=experiment
+            str(package),
+            arguments=arguments,
+            run_name=run_name,
+            experiment_name=experiment,
+            service_account=service_account,
         )
     return {"run_id": run.run_id}
 
@@ -138,6 +146,7 @@ def schedule(
     name: str,
     cron: str,
     max_concurrency: int,
+    service_account: str = SERVICE_ACCOUNT,
 ) -> dict[str, str]:
     found = client.create_experiment(experiment)
     recurring = client.create_recurring_run(
@@ -148,6 +157,7 @@ def schedule(
         params=arguments,
         max_concurrency=max_concurrency,
         enabled=True,
+        service_account=service_account,
     )
     return {"recurring_run_id": recurring.recurring_run_id}
 
@@ -241,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
                 help="pipeline argument (repeatable; value parsed as YAML)",
             )
             sub.add_argument("--params-file", help="YAML/JSON file of pipeline arguments")
+            sub.add_argument(
+                "--service-account",
+                default=SERVICE_ACCOUNT,
+                help="ServiceAccount of the run's pods (%(default)s)",
+            )
         if name == "submit":
             sub.add_argument("--run-name", help="run name")
             sub.add_argument("--no-caching", action="store_true", help="run every step, even unchanged ones")
@@ -277,10 +292,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "upload":
             outcome = upload(client, package, args.version)
         elif args.command == "submit":
-            outcome = submit(client, package, arguments, args.experiment, args.run_name, not args.no_caching)
+            outcome = submit(
+                client,
+                package,
+                arguments,
+                args.experiment,
+                args.run_name,
+                not args.no_caching,
+                args.service_account,
+            )
         else:
             outcome = schedule(
-                client, package, arguments, args.experiment, args.name, args.cron, args.max_concurrency
+                client,
+                package,
+                arguments,
+                args.experiment,
+                args.name,
+                args.cron,
+                args.max_concurrency,
+                args.service_account,
             )
     except KfpError as exc:
         print(f"error: {exc}", file=sys.stderr)
