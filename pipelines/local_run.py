@@ -43,6 +43,15 @@ LOCAL_EVAL = {
     "generation": {"max_new_tokens": 96, "samples": 1, "dtype": "float32"},
 }
 PHASE_MAX_TOKENS = [224, 448]
+# Held-out questions (seeds training never used) of the kinds and lengths the local data teaches: one-hop
+# founder questions and comparisons (musique), up to two hops with references written surname first,
+# which only the judge accepts (hotpotqa), and arithmetic over a revenue table (docmath).
+_TRAINED_LENGTHS = {"doc_tokens_min": 32, "doc_tokens_max": 320}
+LOCAL_BENCHMARKS: dict[str, dict[str, Any]] = {
+    "musique": {"kinds": ["multihop"], "max_hops": 1, **_TRAINED_LENGTHS},
+    "hotpotqa": {"kinds": ["multihop"], "max_hops": 2, "alternate_references": 1.0, **_TRAINED_LENGTHS},
+    "docmath": {"kinds": ["docmath"], **_TRAINED_LENGTHS},
+}
 
 
 def prepare_inputs(work: Path) -> dict[str, Any]:
@@ -59,22 +68,19 @@ def prepare_inputs(work: Path) -> dict[str, Any]:
     task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320}
     if not (data / "sft.jsonl").is_file():
         generate(GenerateConfig(output=str(data / "sft.jsonl"), num_records=960, sft=True, seed=1, **task))
-        generate(GenerateConfig(output=str(data / "rl.jsonl"), num_records=400, seed=2, **task))
+        # Half the founder questions' references name the person surname first: right answers the rule
+        # check misses and the judge accepts (judge/yes in the RL phases' metrics).
+        generate(
+            GenerateConfig(
+                output=str(data / "rl.jsonl"), num_records=400, seed=2, alternate_references=0.5, **task
+            )
+        )
     benchmarks = {}
-    for name, kind in (("hotpotqa", "multihop"), ("musique", "multihop"), ("docmath", "docmath")):
+    for name, settings in LOCAL_BENCHMARKS.items():
         path = data / "eval" / f"{name}.jsonl"
         if not path.is_file():
-            records = generate_records(
-                GenerateConfig(
-                    output="-",
-                    num_records=24,
-                    kinds=[kind],
-                    doc_tokens_min=64,
-                    doc_tokens_max=400,
-                    seed=10 + len(benchmarks),
-                )
-            )
-            write_benchmark_file(name, list(records), path)
+            held_out = GenerateConfig(output="-", num_records=24, seed=10 + len(benchmarks), **settings)
+            write_benchmark_file(name, list(generate_records(held_out)), path)
         benchmarks[name] = str(path)
     return {
         "base_model": str(model),
@@ -98,8 +104,10 @@ def local_arguments(work: Path, inputs: dict[str, Any]) -> dict[str, Any]:
         "reward": "hybrid",
         "verifier_mode": "local",
         "verifier_model": inputs["base_model"],
+        "train_judge": True,  # the verifier serves a tiny judge trained in the run (the base model cannot judge)
         "verifier_max_model_len": 2048,
-        "judge_max_tokens": 24,
+        "judge_max_tokens": 64,
+        "eval_stages": True,
         "launcher": "local",
         "mlflow_tracking_uri": tracking,
         "mlflow_experiment": "longrl-local",
@@ -208,11 +216,16 @@ def summary(outcome: dict[str, Any]) -> str:
             registered_model_name=arguments["registered_model_name"],
         )
     )
-    tables = sorted(work.glob("kfp/**/evaluation/comparison.md"), key=lambda p: p.stat().st_mtime)
+    tables = sorted(
+        [*work.glob("kfp/**/evaluation/stages.md"), *work.glob("kfp/**/evaluation/comparison.md")],
+        key=lambda p: (p.stat().st_mtime, p.name == "stages.md"),
+    )
+    judges = sorted(work.glob("kfp/**/judge/judge.json"), key=lambda p: p.stat().st_mtime)
     if outcome.get("artifacts") == "s3":  # the evaluation is in the bucket; its pointer says where
         from pipelines.local_s3 import bucket_outputs
 
         tables = bucket_outputs(work, "evaluation", ("comparison.md", "stages.md"))
+        judges = bucket_outputs(work, "judge", ("judge.json",))
     latest = registry["versions"][-1] if registry["versions"] else None
     lines = [
         f"longrl local run finished in {outcome['seconds']} s; everything is under {work}",
@@ -221,12 +234,25 @@ def summary(outcome: dict[str, Any]) -> str:
         f"Registered model: {registry['name']} version {latest['version'] if latest else '-'} "
         f"(aliases: {json.dumps(registry['aliases'])})",
         f"Evaluation table: {tables[-1] if tables else '-'}",
+        judge_line(judges[-1] if judges else None),
         "Reused unchanged: " + (", ".join(outcome["reused"]) or "nothing (every step ran)"),
         *([f"Step logs:        {outcome['logs']}/ (one file per step)"] if outcome.get("logs") else []),
     ]
     if tables:
         lines += ["", tables[-1].read_text()]
     return "\n".join(lines)
+
+
+def judge_line(result_file: Path | None) -> str:
+    """The trained judge's measured accuracy (or that the configured judge model was served)."""
+    result = json.loads(result_file.read_text()) if result_file else {}
+    if "accuracy" not in result:
+        return f"Judge:            {result.get('served_model', '-')} (as configured)"
+    families = ", ".join(f"{name} {value:.2f}" for name, value in result["by_family"].items())
+    return (
+        f"Judge:            trained here, accuracy {result['accuracy']:.3f} on {result['pairs']} held-out pairs "
+        f"({families}; trained in {result['train_seconds']} s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

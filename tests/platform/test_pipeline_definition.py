@@ -37,6 +37,7 @@ def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
         "open-tracking",
         "prepare-data",
         "prepare-data-2",
+        "build-judge",
         "start-verifier",
         "train-sft",
         "evaluate-model",
@@ -51,6 +52,21 @@ def test_the_dag_has_every_step_and_the_exit_handler(compiled) -> None:
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"].startswith("ghcr.io/longrl/pipeline:")
         assert "pip install" not in " ".join(executor["container"]["command"])  # the image already has kfp
+
+
+def test_the_verifier_serves_what_the_judge_step_chose_and_the_judged_steps_name_it(compiled) -> None:
+    spec, _ = yaml.safe_load_all(compiled.read_text())
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    chosen = {"taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "build-judge"}}
+    assert inner["start-verifier"]["inputs"]["parameters"]["model"] == chosen
+    for judged in ("train-rl-phase", "train-rl-phase-2", "evaluate-model"):
+        assert inner[judged]["inputs"]["parameters"]["verifier_model"] == chosen, judged
+    built = inner["build-judge"]["inputs"]["parameters"]
+    assert built["train"]["componentInputParameter"] == "pipelinechannel--train_judge"
+    assert built["verifier_model"]["componentInputParameter"] == "pipelinechannel--verifier_model"
+    evaluation = inner["evaluate-model"]["inputs"]
+    assert evaluation["artifacts"]["sft"]["taskOutputArtifact"]["producerTask"] == "train-sft"
+    assert evaluation["parameters"]["stages"]["componentInputParameter"] == "pipelinechannel--eval_stages"
 
 
 def _upstream(tasks: dict, name: str) -> set[str]:

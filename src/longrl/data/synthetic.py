@@ -46,6 +46,14 @@ class GenerateConfig(BaseModel):
     distractors: int = Field(3, ge=0, le=20, description="Distractor entities/facts per document")
     max_hops: int = Field(2, ge=1, le=3, description="Most hops a multi-hop question takes")
     sft: bool = Field(False, description="Also write a reasoning 'response' (SFT records)")
+    alternate_references: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of founder questions whose reference names the person surname first ('Mervin, "
+        "Kalo'), as published references often differ in form from the document: the rule check misses "
+        "a right answer there, the LLM judge accepts it",
+    )
     tokenizer: str | None = Field(
         None, description="Tokenizer to measure document length with; else estimated"
     )
@@ -485,6 +493,7 @@ def make_multihop(
     target_chain = chains[0]
     hops = rng.randint(1, max_hops)
     company, founder, city = target_chain["company"], target_chain["founder"], target_chain["city"]
+    alternate: str | None = None
     if len(chains) > 1 and rng.random() < 0.25:
         other = rng.choice(chains[1:])
         first = target_chain if target_chain["year"] < other["year"] else other
@@ -499,6 +508,8 @@ def make_multihop(
         question, answer = f"Who founded {company}?", founder
         steps = [f"The founder of {company} is {founder}."]
         source = "musique_synthetic"
+        given, family = founder.split(" ", 1)
+        alternate = f"{family}, {given}"
     elif hops == 2:
         question, answer = f"In which city was the founder of {company} born?", city
         steps = [
@@ -516,13 +527,16 @@ def make_multihop(
         ]
         source = "musique_synthetic"
     context = assemble_document(rng, "Company histories", facts, target, count, keep_order=False)
-    return {
+    record = {
         "data_source": source,
         "context": context,
         "question": question,
         "answer": answer,
         "response": _think(steps, answer),
     }
+    if alternate is not None:
+        record["alternate_answer"] = alternate  # the same person, written as a reference might
+    return record
 
 
 # ----- records ---------------------------------------------------------------------------------
@@ -540,6 +554,14 @@ def generate_record(index: int, config: GenerateConfig, count: TokenCounter) -> 
     else:
         record = make_multihop(rng, target, config.distractors, config.max_hops, count)
     record["id"] = f"synthetic-{config.seed}-{index:06d}"
+    alternate = record.pop("alternate_answer", None)
+    # A stream of its own decides, so that records without alternate references stay as they were.
+    if (
+        alternate
+        and random.Random(f"longrl-reference-form:{config.seed}:{index}").random()
+        < config.alternate_references
+    ):
+        record["answer"] = alternate
     if not config.sft:
         record.pop("response")
     return {"id": record.pop("id"), **record}
