@@ -102,6 +102,17 @@ def test_dockerfile_parses_and_pins_versions(image) -> None:
             )
 
 
+@pytest.mark.parametrize("image", ["trainer", "trainer-verl", "verifier", "pipeline"])
+def test_dockerfile_ends_as_a_non_root_user(image) -> None:
+    users = [
+        args.split()[0]
+        for name, args in dockerfile_instructions(ROOT / "images" / image / "Dockerfile")
+        if name == "USER"
+    ]
+    assert users, f"{image}: runs as the base image's user (root unless the base says otherwise)"
+    assert users[-1].split(":")[0] not in ("root", "0"), f"{image}: the last USER is root"
+
+
 def test_pipeline_requirements_are_pinned() -> None:
     lines = [
         line
