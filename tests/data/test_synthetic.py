@@ -98,3 +98,17 @@ def test_long_documents() -> None:
 def test_bad_ranges_are_rejected() -> None:
     with pytest.raises(ValueError, match="doc_tokens_min"):
         GenerateConfig(output="x.jsonl", doc_tokens_min=500, doc_tokens_max=100)
+
+
+def test_alternate_references_name_founders_surname_first_and_leave_the_rest_as_they_were() -> None:
+    plain = records(num_records=60, kinds=["multihop"], max_hops=1, sft=True)
+    alternate = records(num_records=60, kinds=["multihop"], max_hops=1, sft=True, alternate_references=1.0)
+    changed = [(p, a) for p, a in zip(plain, alternate, strict=True) if p != a]
+    assert changed and all(p["question"].startswith("Who founded") for p, _ in changed)
+    for before, after in changed:
+        given, family = before["answer"].split(" ", 1)
+        assert after == {**before, "answer": f"{family}, {given}"}
+        # The reasoning still answers as the document writes the name: the rule check misses it.
+        assert rule_reward(after["data_source"], after["response"], after["answer"]) == 0.0
+    founders = [p for p in plain if p["question"].startswith("Who founded")]
+    assert len(changed) == len(founders)

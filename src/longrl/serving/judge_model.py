@@ -28,14 +28,6 @@ from longrl.tracking import MetricsSink, TrackingConfig, step_run
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "judge.json"
-# Narrower than the policy: the judge reads ~250-token prompts and must train in about a minute on a CPU.
-JUDGE_SHAPE = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 1,
-    "intermediate_size": 256,
-}
 MODEL_DIR = "model"
 
 
@@ -47,14 +39,15 @@ class JudgeBuildConfig(BaseModel):
     base_model: str = Field(description="The untrained tiny model (its tokenizer renders the judge prompt)")
     output_dir: str = Field(description="Where the judge goes: model/ and judge.json (local or s3://)")
     shape: dict[str, int] = Field(
-        default_factory=lambda: dict(JUDGE_SHAPE),
-        description="Qwen2 sizes of the judge, trained from a seeded initialisation with the base model's "
-        "tokenizer; {} trains the base model's own weights",
+        default_factory=dict,
+        description="Qwen2 sizes of a judge trained from a seeded initialisation with the base model's tokenizer "
+        "(e.g. hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size); "
+        "{} trains the base model's own weights, as SFT does the policy's",
     )
     train_pairs: int = Field(6000, ge=14, description="Generated training pairs")
-    eval_pairs: int = Field(280, ge=14, description="Held-out pairs the accuracy is measured on")
-    max_steps: int = Field(260, ge=1, description="Optimizer steps")
-    batch_size: int = Field(24, ge=1, description="Pairs per step")
+    eval_pairs: int = Field(140, ge=14, description="Held-out pairs the accuracy is measured on")
+    max_steps: int = Field(160, ge=1, description="Optimizer steps")
+    batch_size: int = Field(48, ge=1, description="Pairs per step")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule)")
     seed: int = Field(0, description="Seed of the training pairs (held-out pairs use seed + 1000)")
     max_new_tokens: int = Field(64, ge=8, description="Longest reply when measuring")
