@@ -527,9 +527,7 @@ def test_the_steps_role_grants_exactly_what_longrls_code_calls(s3_endpoint) -> N
     verifier = ClusterVerifier(api, VerifierConfig(model="m"), ClusterVerifierConfig(namespace=JOBS_NS))
     verifier.start()
     verifier.stop()
-    sweep = getattr(kube, "sweep_run", None)  # the exit handler's cleanup by run label
-    if sweep is not None:
-        sweep(api, JOBS_NS, "run-1", log=lambda line: None)
+    kube.sweep_run(api, JOBS_NS, "run-1", log=lambda line: None)  # the exit handler's cleanup by run label
     assert granted_permissions(role("longrl-pipeline", JOBS_NS)["rules"]) == api.used
 
 
@@ -684,9 +682,7 @@ RAY_STEPS = ("train-sft", "train-rl-phase", "evaluate-model")  # the steps whose
 def test_policies_match_the_pipelines_task_names(compiled_pipeline, user, writers) -> None:
     """Prefixes in the policies are KFP task names: the Ray steps' outputs, the judge the run builds."""
     tasks = pipeline_tasks(compiled_pipeline)
-    assert {"train-sft", "evaluate-model"} <= tasks and any(
-        t.startswith("train-rl-phase") for t in tasks
-    )
+    assert {"train-sft", "evaluate-model"} <= tasks and any(t.startswith("train-rl-phase") for t in tasks)
     for task in tasks:
         resource = f"{RUN}/{task}/model/x"
         assert s3_allows(policy(user), "s3:PutObject", resource) is task.startswith(writers or ("-",)), task
