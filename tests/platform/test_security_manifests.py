@@ -936,3 +936,48 @@ def test_pin_images_writes_digests_and_keeps_entries_code_still_names(tmp_path) 
     assert pin_images.pin_text("FROM a/b:1.0@sha256:x\nFROM a/b:1.0.1\n", "a/b:1.0", "sha256:y") == (
         "FROM a/b:1.0@sha256:x\nFROM a/b:1.0.1\n"
     )
+
+
+def test_the_setup_job_script_creates_users_from_stdin_and_never_puts_a_secret_on_argv(tmp_path) -> None:
+    """Runs the minio-setup Job's script with a fake `mc` that records its arguments and stdin."""
+    (job,) = [w for w in workloads() if w["metadata"]["name"] == "minio-setup"]
+    (container,) = pod_template(job)["spec"]["containers"]
+    shell, *flags = container["command"]
+    (script,) = container["args"]
+    secrets = {}
+    for role in ("pipeline", "training", "mlflow", "verifier"):
+        keys = tmp_path / "users" / role
+        keys.mkdir(parents=True)
+        (keys / "AWS_ACCESS_KEY_ID").write_text(f"longrl-{role}")  # Secret files have no trailing newline
+        secrets[role] = f"secret-of-{role}-0123456789"
+        (keys / "AWS_SECRET_ACCESS_KEY").write_text(secrets[role])
+    (tmp_path / "bin").mkdir()
+    calls = tmp_path / "mc-calls"
+    fake_mc = tmp_path / "bin" / "mc"
+    # `admin user info` reports the pipeline user's policy as attached already: attach is skipped for it
+    fake_mc.write_text(
+        "#!/bin/sh\n"
+        f'echo "ARGV $*" >> {calls}\n'
+        'case "$*" in *"admin user add"*) while read -r line; do echo "STDIN $line" >> '
+        + str(calls)
+        + "; done;;\n"
+        '*"admin user info longrl longrl-pipeline"*) echo \'{"policyName": "longrl-pipeline"}\';;\n'
+        '*"admin user info"*) echo \'{"policyName": ""}\';;\n'
+        "esac\n"
+    )
+    fake_mc.chmod(0o755)
+    root_password = "root-password-0123456789"
+    env = {
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "MC_HOST_longrl": f"http://longrl-root:{root_password}@minio:9000",
+    }
+    subprocess.run([shell, *flags, script.replace("/run/longrl", str(tmp_path))], env=env, check=True)
+    lines = calls.read_text().splitlines()
+    argv = [line for line in lines if line.startswith("ARGV ")]
+    assert not [line for line in argv if root_password in line or any(s in line for s in secrets.values())]
+    assert "ARGV mb --ignore-existing longrl/longrl-artifacts" in argv
+    for role, secret in secrets.items():
+        assert f"STDIN {secret}" in lines and f"STDIN longrl-{role}" in lines
+        assert f"ARGV admin policy create longrl longrl-{role} {tmp_path}/policies/longrl-{role}.json" in argv
+        attached = f"ARGV admin policy attach longrl longrl-{role} --user longrl-{role}" in argv
+        assert attached is (role != "pipeline"), role
