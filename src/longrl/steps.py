@@ -244,9 +244,7 @@ def start_verifier_step(
         return ""
     preflight.require("verifier step", preflight.verifier_problems(verifier))
     if mode == "kubernetes":
-        from longrl.launchers.kube import RealKubernetesApi
-
-        from longrl.launchers.kube import run_labels
+        from longrl.launchers.kube import RealKubernetesApi, run_labels
 
         cluster_config = ClusterVerifierConfig(
             namespace=namespace,
