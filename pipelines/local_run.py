@@ -174,7 +174,7 @@ def run(
     if artifacts == "s3":
         from pipelines.local_s3 import upload_inputs
 
-        with quietly(steps, "uploading them to the local S3 bucket", "upload"):
+        with quietly(steps, "uploading the inputs to the local S3 bucket", "upload"):
             arguments.update(upload_inputs(inputs))
     prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
     local.init(
