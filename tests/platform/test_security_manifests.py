@@ -135,6 +135,41 @@ def test_the_hardening_check_catches_an_unhardened_pod() -> None:
         assert any(expected in problem for problem in problems), expected
 
 
+def code_generated_pods() -> dict[str, dict[str, Any]]:
+    """The pod templates longrl's code creates in longrl-jobs, as workloads for ``hardening_problems``."""
+    from longrl.serving import ClusterVerifierConfig, VerifierConfig, build_verifier_objects
+
+    cluster = rayjob()["spec"]["rayClusterSpec"]
+    templates = {
+        "ray head": cluster["headGroupSpec"]["template"],
+        "ray worker": cluster["workerGroupSpecs"][0]["template"],
+        "rayjob submitter": rayjob()["spec"]["submitterPodTemplate"],
+    }
+    for model in ("Qwen/Qwen2.5-1.5B-Instruct", "s3://longrl/models/judge"):
+        deployment, _ = build_verifier_objects(
+            VerifierConfig(model=model), ClusterVerifierConfig(namespace=JOBS_NS)
+        )
+        templates[f"verifier of {model}"] = deployment["spec"]["template"]
+    return {
+        name: {"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": template}}
+        for name, template in templates.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ray head",
+        "ray worker",
+        "rayjob submitter",
+        "verifier of Qwen/Qwen2.5-1.5B-Instruct",
+        "verifier of s3://longrl/models/judge",
+    ],
+)
+def test_every_pod_longrls_code_creates_is_hardened(name) -> None:
+    assert hardening_problems(code_generated_pods()[name]) == []
+
+
 def test_postgres_runs_as_the_images_postgres_user() -> None:
     (postgres,) = [obj for obj in workloads() if obj["metadata"]["name"] == "mlflow-postgres"]
     context = pod_template(postgres)["spec"]["securityContext"]
@@ -213,8 +248,7 @@ def manifest_pod(name: str) -> Pod:
 
 
 @functools.cache
-def ray_pod(node_type: str) -> Pod:
-    """A Ray pod of a RayJob as longrl builds it, with the labels KubeRay adds (they win over the template's)."""
+def rayjob() -> dict[str, Any]:
     from longrl.launchers.kuberay import KubeRayConfig, build_rayjob
     from longrl.train.config import RLStepConfig
 
@@ -224,8 +258,12 @@ def ray_pod(node_type: str) -> Pod:
         train_file="s3://longrl-artifacts/pipelines/longrl/run/prepare-data/data/train-phase1.parquet",
         reward="rule",
     )
-    job = build_rayjob("rl", config, KubeRayConfig(namespace=JOBS_NS), "longrl-rl-x")
-    cluster = job["spec"]["rayClusterSpec"]
+    return build_rayjob("rl", config, KubeRayConfig(namespace=JOBS_NS), "longrl-rl-x")
+
+
+def ray_pod(node_type: str) -> Pod:
+    """A Ray pod of a RayJob as longrl builds it, with the labels KubeRay adds (they win over the template's)."""
+    cluster = rayjob()["spec"]["rayClusterSpec"]
     group = cluster["headGroupSpec"] if node_type == "head" else cluster["workerGroupSpecs"][0]
     kuberay = {
         "ray.io/is-ray-node": "yes",
@@ -237,6 +275,14 @@ def ray_pod(node_type: str) -> Pod:
     return Pod(
         JOBS_NS, {"app.kubernetes.io/name": "kuberay", **group["template"]["metadata"]["labels"], **kuberay}
     )
+
+
+def submitter_pod() -> Pod:
+    """KubeRay's submitter Job pod: the RayJob's submitterPodTemplate labels and the Job controller's."""
+    job = rayjob()
+    labels = job["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    name = job["metadata"]["name"]
+    return Pod(JOBS_NS, {**labels, "batch.kubernetes.io/job-name": name, "job-name": name})
 
 
 @functools.cache
@@ -263,9 +309,8 @@ PODS = {
     "a stranger claiming longrl labels": lambda: Pod("default", {**ray_pod("worker").labels}),
     "ray head": lambda: ray_pod("head"),
     "ray worker": lambda: ray_pod("worker"),
-    "rayjob submitter": lambda: Pod(
-        JOBS_NS, {"batch.kubernetes.io/job-name": "longrl-rl-x", "job-name": "longrl-rl-x"}
-    ),
+    "rayjob submitter": lambda: submitter_pod(),
+    "another job's pod": lambda: Pod(JOBS_NS, {"batch.kubernetes.io/job-name": "other", "job-name": "other"}),
     "kuberay operator": lambda: Pod(
         "kuberay-system",
         {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/instance": "kuberay-operator"},
@@ -289,6 +334,7 @@ REACHABILITY = [
     ("verifier", "ray head", 8265, False),
     ("rayjob submitter", "ray head", 8265, True),
     ("rayjob submitter", "ray head", 6379, False),
+    ("another job's pod", "ray head", 8265, False),
     ("kuberay operator", "ray head", 8265, True),
     ("kuberay operator", "ray head", 10001, False),
     ("ray worker", "ray head", 6379, True),
