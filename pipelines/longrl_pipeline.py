@@ -55,6 +55,11 @@ def with_run_id(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_field_path_as_env(task, RUN_ID_ENV, "metadata.labels['pipeline/runid']")
 
 
+# longrl's NetworkPolicies (manifests/base/network) admit pods with this label, and no other pod of
+# the Kubeflow namespace, to MinIO, MLflow and the verifier.
+STEP_POD_LABEL = ("app.kubernetes.io/part-of", "longrl")
+
+
 def default(config_type, field: str):
     return config_type.model_fields[field].default
 
@@ -305,6 +310,7 @@ def longrl_pipeline(
             task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
         for task in (plan, *reusable, *one_run):
             with_run_id(task)
+            kubernetes.add_pod_label(task, *STEP_POD_LABEL)
         for task in (plan, *reusable, verifier, registration):
             with_s3_credentials(task)
 
