@@ -367,7 +367,9 @@ def _own_version(mlflow_client: Any, name: str, key: str, create: Any) -> tuple[
     if mine:
         return mine[0], True
     created = create()
-    first = next(v for v in _registered_versions(mlflow_client, name) if v.tags.get(_KEY_TAG) == key)
+    first = next(
+        (v for v in _registered_versions(mlflow_client, name) if v.tags.get(_KEY_TAG) == key), created
+    )
     if str(first.version) != str(created.version):  # the same registration ran twice at once: keep one
         mlflow_client.delete_model_version(name, str(created.version))
         return first, True
@@ -547,6 +549,7 @@ def status(config: RegistryConfig) -> dict[str, Any]:
                     "version": str(v.version),
                     "metrics": version_metrics(mlflow_client, name, str(v.version)),
                     "source": v.source,
+                    "gate": json.loads(v.tags[_DECISION_TAG])["gate"] if _DECISION_TAG in v.tags else None,
                 }
                 for v in versions
             ),

@@ -154,6 +154,7 @@ def test_cli(config, tiny_model_dir, capsys) -> None:
     assert registry.main([*args, "status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["aliases"] == {CHAMPION: "1", CHALLENGER: "1"} and len(status["history"]) == 2
+    assert status["versions"][0]["gate"] == "no champion yet"
     assert registry.main([*args, "rollback", "--reason", "x"]) == 1
     assert "no earlier champion" in capsys.readouterr().err
     assert registry.main([*args, "promote", "1", "--reason", "again"]) == 0
@@ -331,3 +332,24 @@ def test_concurrent_registrations_never_leave_a_worse_champion(
         assert len(promoted) == 1 and outcomes[promoted[0]]["version"] == champion
     changes = [c["version"] for c in registry.history(client, name) if c["alias"] == CHAMPION]
     assert all(averages[new] >= averages[old] for old, new in itertools.pairwise(changes)), changes
+
+
+def test_a_registration_that_crashed_before_deciding_blocks_no_one_and_its_retry_decides(
+    config, tiny_model_dir, monkeypatch
+) -> None:
+    reference = config.model_copy(update={"log_weights": "reference", "turn_timeout_s": 1.0})
+    decide = registry._decide
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("pod killed")
+
+    monkeypatch.setattr(registry, "_decide", crash)
+    crashed_run, tags = a_run(config), {"kfp.run_id": "run-1"}
+    with pytest.raises(ConnectionError):
+        register_candidate(reference, str(tiny_model_dir), summary(0.40), crashed_run, tags=tags)
+    monkeypatch.setattr(registry, "_decide", decide)
+    later = register_candidate(reference, str(tiny_model_dir), summary(0.30), a_run(config))
+    assert (later["version"], later["promoted"]) == ("2", True)  # version 1 never decided: crashed
+    retried = register_candidate(reference, str(tiny_model_dir), summary(0.40), crashed_run, tags=tags)
+    assert (retried["version"], retried["reused"], retried["promoted"]) == ("1", True, True)
+    assert "average 0.4000 vs champion 0.3000" in retried["gate"]
