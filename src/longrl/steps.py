@@ -492,7 +492,8 @@ def rl_config(
                 "retrospective_from": retrospective_from,
                 "algorithm": algorithm,
                 "reward": reward if judge else "rule",
-                "judge": judge.model_dump() if judge else None,
+                # the served verifier's fields; the rest (e.g. max_failure_rate) may come from overrides
+                "judge": judge.model_dump(exclude_unset=True) if judge else None,
                 "tracking": tracking.model_dump(),
                 "ray": placement.ray(),
             },

@@ -113,3 +113,31 @@ def test_verls_reward_function_reports_the_rate_and_raises_on_an_outage(verifier
     assert (first["judge_failed"], first["judge_failure_rate"], first["score"]) == (1.0, 1.0, 0.0)
     with pytest.raises(JudgeOutageError, match="verifier at .* failed 2 of the last 2 calls"):
         asyncio.run(compute_score("musique", said("Oslo"), "Tallinn", extra_info, judge=judge))
+
+
+def test_the_pipelines_rl_step_takes_the_failure_rate_from_its_overrides() -> None:
+    from longrl.steps import Placement, judge_config, rl_config
+    from longrl.tracking import TrackingConfig
+
+    def judge(overrides):
+        served = judge_config("http://verifier:8000/v1", max_tokens=64)
+        return rl_config(
+            "m",
+            "d",
+            1,
+            [100],
+            "o",
+            "tiny",
+            overrides,
+            "dapo",
+            "hybrid",
+            served,
+            Placement(launcher="local"),
+            TrackingConfig(),
+            [],
+        ).judge
+
+    assert judge({}).max_failure_rate == 0.5
+    overridden = judge({"judge": {"max_failure_rate": 0.8, "failure_window": 500, "base_url": "http://x"}})
+    assert (overridden.max_failure_rate, overridden.failure_window) == (0.8, 500)
+    assert (overridden.base_url, overridden.max_tokens) == ("http://verifier:8000/v1", 64)  # the served one
