@@ -172,21 +172,18 @@ def reference_templates() -> dict[str, str]:
     from longrl.serving import ClusterVerifierConfig, VerifierConfig, build_verifier_objects
     from longrl.train.config import RLStepConfig
 
+    cluster_verifier = ClusterVerifierConfig()  # the default namespace, where manifests/base expects it
     rl = RLStepConfig(
         model="s3://longrl-artifacts/pipelines/RUN/train-sft/model/model",
         output_dir="s3://longrl-artifacts/pipelines/RUN/train-rl-phase-1/model",
         train_file="s3://longrl-artifacts/pipelines/RUN/prepare-data/data/train-phase1.parquet",
-        judge=JudgeConfig(
-            base_url="http://longrl-verifier.kubeflow.svc.cluster.local:8000/v1", model="verifier"
-        ),
+        judge=JudgeConfig(base_url=cluster_verifier.base_url, model="verifier"),
         ray={"num_workers": 8, "use_gpu": True},
     )
-    kuberay = KubeRayConfig(namespace="kubeflow")
+    kuberay = KubeRayConfig()
     kuberay.workers.gpus = 8
     rayjob = build_rayjob("rl", rl, kuberay, rayjob_name("RUN", "rl-phase1"))
-    verifier = build_verifier_objects(
-        VerifierConfig(model="Qwen/Qwen2.5-1.5B-Instruct"), ClusterVerifierConfig(namespace="kubeflow")
-    )
+    verifier = build_verifier_objects(VerifierConfig(model="Qwen/Qwen2.5-1.5B-Instruct"), cluster_verifier)
 
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:  # plain YAML, no &anchors

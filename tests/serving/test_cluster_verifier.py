@@ -168,7 +168,7 @@ def test_start_waits_for_readiness_and_stop_removes_everything() -> None:
         sleep=sleeps.append,
         log=logs.append,
     )
-    assert verifier.start() == "http://longrl-verifier.kubeflow.svc.cluster.local:8000/v1"
+    assert verifier.start() == "http://longrl-verifier.longrl-jobs.svc.cluster.local:8000/v1"
     assert sleeps == [5, 5]
     assert {(o["kind"], o["metadata"]["name"]) for o in api.created} == {
         ("Deployment", "longrl-verifier"),
@@ -178,7 +178,7 @@ def test_start_waits_for_readiness_and_stop_removes_everything() -> None:
     verifier.stop()
     verifier.stop()  # and stopping twice is harmless (the exit handler may run after a failed start)
     assert api.objects == {}
-    assert "deleted Deployment kubeflow/longrl-verifier: the pipeline run is over" in logs
+    assert "deleted Deployment longrl-jobs/longrl-verifier: the pipeline run is over" in logs
 
 
 def test_transient_api_errors_while_waiting_are_retried() -> None:
@@ -187,7 +187,7 @@ def test_transient_api_errors_while_waiting_are_retried() -> None:
     api.fail("get", times=3)
     verifier = ClusterVerifier(api, VerifierConfig(model="m"), ClusterVerifierConfig(), sleep=lambda s: None)
     verifier.start()
-    assert ("Deployment", "kubeflow", "longrl-verifier") in api.objects and api.deleted == []
+    assert ("Deployment", "longrl-jobs", "longrl-verifier") in api.objects and api.deleted == []
 
 
 def test_not_ready_in_time_is_an_error_and_leaves_nothing_behind() -> None:
@@ -211,7 +211,7 @@ def test_not_ready_in_time_is_an_error_and_leaves_nothing_behind() -> None:
         verifier.start()
     assert api.objects == {}
     assert any(
-        line.startswith("deleted Deployment kubeflow/longrl-verifier: the start failed") for line in logs
+        line.startswith("deleted Deployment longrl-jobs/longrl-verifier: the start failed") for line in logs
     )
 
 

@@ -22,6 +22,10 @@ SECRET_LIKE = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDE
 # Set by longrl itself: the step's config, the writable home of a read-only root, Ray's authentication.
 RESERVED_ENV = {"LONGRL_STEP_CONFIG", "LONGRL_CACHE_DIR", "HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}
 
+# Where the pipeline creates its RayJobs and the verifier: the namespace the longrl-pipeline Role,
+# the Ray pods' Secrets and the NetworkPolicies of manifests/base are in.
+JOBS_NAMESPACE = "longrl-jobs"
+
 SCRATCH_MOUNT = "/tmp"
 SCRATCH_HOME = "/tmp/home"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from longrl import storage
 from longrl.launchers.cluster import (
+    JOBS_NAMESPACE,
     KUEUE_QUEUE_LABEL,
     SCRATCH_ENV,
     SCRATCH_VOLUME,
@@ -85,7 +86,8 @@ class KubeRayConfig(BaseModel):
     """Where and how a step's RayJob runs."""
 
     namespace: str = Field(
-        "kubeflow", description="Namespace of the RayJob: the pipeline's (KFP standalone: kubeflow)"
+        JOBS_NAMESPACE,
+        description="Namespace of the RayJob: where manifests/base lets the pipeline create it",
     )
     image: str = Field(TRL_IMAGE, description="Trainer image (longrl, torch, vLLM, Ray; the trl engine's)")
     image_pull_policy: str = Field("IfNotPresent", description="imagePullPolicy of the Ray pods")

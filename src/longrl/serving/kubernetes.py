@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from longrl import storage
 from longrl.launchers.cluster import (
+    JOBS_NAMESPACE,
     SCRATCH_ENV,
     SCRATCH_VOLUME,
     SCRATCH_VOLUME_MOUNT,
@@ -50,7 +51,9 @@ SECRET_FLAGS = ("--api-key", "--hf-token")
 class ClusterVerifierConfig(BaseModel):
     """Where and on what the verifier runs in the cluster."""
 
-    namespace: str = Field("kubeflow", description="Namespace of the Deployment and Service: the pipeline's")
+    namespace: str = Field(
+        JOBS_NAMESPACE, description="Namespace of the Deployment and Service: the RayJobs'"
+    )
     name: str = Field("longrl-verifier", description="Name of the Deployment and the Service")
     image: str = Field("vllm/vllm-openai:v0.32.0", description="vLLM server image")
     loader_image: str = Field("ghcr.io/longrl/pipeline:0.1.0", description="Image that copies an s3:// model")
