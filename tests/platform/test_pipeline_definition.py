@@ -132,6 +132,37 @@ def test_every_step_but_tracking_gets_the_s3_secret(compiled) -> None:
     assert every - with_secret == {"exec-open-tracking", "exec-finish-pipeline"}
 
 
+def test_every_step_requests_and_is_limited_in_cpu_and_memory(compiled) -> None:
+    spec, _ = yaml.safe_load_all(compiled.read_text())
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        resources = executor["container"].get("resources", {})
+        for field in ("CpuRequest", "MemoryRequest", "CpuLimit", "MemoryLimit"):
+            assert resources.get(f"resource{field}"), (name, field)
+        assert resources["cpuRequest"] <= resources["cpuLimit"], name
+        assert resources["memoryRequest"] <= resources["memoryLimit"], name
+    executors = spec["deploymentSpec"]["executors"]
+    data, launch = executors["exec-prepare-data"]["container"], executors["exec-train-sft"]["container"]
+    assert data["resources"]["memoryRequest"] > launch["resources"]["memoryRequest"]  # sized by what they do
+
+
+def test_steps_that_call_the_judge_from_their_pod_get_its_api_key(compiled) -> None:
+    from longrl.rewards.judge import JudgeConfig
+
+    spec, platform = yaml.safe_load_all(compiled.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    key = JudgeConfig.model_fields["api_key_env"].default
+    with_key = {
+        name
+        for name, config in executors.items()
+        for secret in config.get("secretAsEnv", [])
+        if secret["secretName"] == "longrl-judge-client"
+        and secret["keyToEnv"] == [{"envVar": key, "secretKey": key}]
+        and secret["optional"]  # a verifier without a key: nothing to send, the pod still starts
+    }
+    rl_phases = {f"exec-train-rl-phase{'' if k == 1 else f'-{k}'}" for k in range(1, RL_PHASES + 1)}
+    assert with_key == {"exec-evaluate-model", *rl_phases}
+
+
 ACT_FOR_ONE_RUN = {"open-tracking", "start-verifier", "register-model", "finish-pipeline"}
 
 

@@ -777,6 +777,48 @@ def test_runs_are_submitted_and_scheduled_as_the_longrl_pipeline_service_account
     assert kfp.recurring[0]["service_account"] == "team-runner"
 
 
+def test_the_codes_default_namespace_is_where_the_manifests_let_the_pipeline_work(compiled_pipeline) -> None:
+    """A run with the defaults creates its RayJobs and verifier where the longrl-pipeline Role allows
+    it, where the NetworkPolicies cover them and where the Secrets their pods name are."""
+    from longrl.launchers.kuberay import KubeRayConfig
+    from longrl.serving import ClusterVerifierConfig
+    from longrl.steps import Placement
+
+    (binding,) = [b for b in objects_of("RoleBinding") if b["roleRef"]["name"] == "longrl-pipeline"]
+    namespace = binding["metadata"]["namespace"]
+    assert ("longrl-pipeline", namespace) in {
+        (r["metadata"]["name"], r["metadata"]["namespace"]) for r in objects_of("Role")
+    }
+    policies = {
+        p["metadata"]["name"] for p in objects_of("NetworkPolicy") if p["metadata"]["namespace"] == namespace
+    }
+    assert {"default-deny-ingress", "ray-cluster-internal", "ray-head-job-api", "verifier-http"} <= policies
+    kuberay, verifier = KubeRayConfig(), ClusterVerifierConfig()
+    needed = {
+        *kuberay.secret_env,
+        *kuberay.secret_keys.values(),
+        verifier.api_key_secret,
+        verifier.model_secret,
+    }
+    assert needed <= {name for secret_namespace, name in generated_secrets() if secret_namespace == namespace}
+    spec, _ = compiled_pipeline
+    pipeline_default = spec["root"]["inputDefinitions"]["parameters"]["namespace"]["defaultValue"]
+    assert {kuberay.namespace, verifier.namespace, Placement().namespace, pipeline_default} == {namespace}
+    for template in sorted((BASE / "templates").glob("*.yaml")):
+        for obj in yaml.safe_load_all(template.read_text()):
+            assert obj["metadata"]["namespace"] == namespace, template.name
+
+
+def test_the_judges_key_reaches_the_steps_from_a_secret_of_their_namespace_holding_only_it() -> None:
+    from pipelines.longrl_pipeline import JUDGE_KEY_ENV, JUDGE_KEY_SECRET
+
+    (subject,) = role_binding("longrl-pipeline", JOBS_NS)["subjects"]  # where the steps run
+    assert generated_secrets()[(subject["namespace"], JUDGE_KEY_SECRET)] == ["secrets/judge-client.env"]
+    # No HF token, no S3 key: other pipelines' runners may read this namespace's Secrets.
+    example = (SECRETS / "judge-client.env.example").read_text()
+    assert re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE) == [JUDGE_KEY_ENV]
+
+
 # ----- secrets on command lines, images ---------------------------------------------------------
 
 SECRET_REFERENCE = re.compile(r"\$[({]?[A-Z_]*(PASSWORD|SECRET|TOKEN|API_KEY)[A-Z_]*")
@@ -890,6 +932,32 @@ def test_check_secrets_refuses_unsafe_values(tmp_path, file, line, complaint) ->
     assert any(complaint in problem for problem in check.problems(kustomization)), check.problems(
         kustomization
     )
+
+
+def _set_env(path: Path, key: str, value: str) -> None:
+    kept = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}=")]
+    path.write_text("\n".join([*kept, f"{key}={value}"]) + "\n")
+
+
+def test_check_secrets_wants_the_verifiers_key_wherever_a_client_copy_is(tmp_path) -> None:
+    check = load_check_secrets()
+    kustomization = copy_manifests_with_secrets(tmp_path, chosen_secrets)
+    secrets = kustomization.parent / "secrets"
+    key = "judge-key-0123456789abcdef"
+    _set_env(secrets / "verifier.env", "VLLM_API_KEY", key)
+    _set_env(secrets / "verifier.env", "LONGRL_JUDGE_API_KEY", key)
+    refused = check.problems(kustomization)
+    assert [p for p in refused if "judge-client.env" in p] == [
+        f"{secrets / 'judge-client.env'}: LONGRL_JUDGE_API_KEY must be the verifier's VLLM_API_KEY "
+        "(its clients would get HTTP 401)"
+    ]
+    _set_env(secrets / "judge-client.env", "LONGRL_JUDGE_API_KEY", key)  # the same key in two files
+    assert check.problems(kustomization) == []
+    _set_env(secrets / "judge-client.env", "LONGRL_JUDGE_API_KEY", "another-key-0123456789")
+    assert any("judge-client.env: LONGRL_JUDGE_API_KEY must be" in p for p in check.problems(kustomization))
+    s3_secret = check.read_env(secrets / "s3-pipeline.env")["AWS_SECRET_ACCESS_KEY"]
+    _set_env(secrets / "judge-client.env", "LONGRL_JUDGE_API_KEY", s3_secret)
+    assert any("is the same secret as" in p for p in check.problems(kustomization))
 
 
 def test_check_secrets_names_a_missing_file(tmp_path) -> None:
