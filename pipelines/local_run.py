@@ -168,15 +168,15 @@ def run(
     if not verbose:
         total = count_steps(longrl_pipeline.pipeline_spec)
         steps = StepConsole(work / "logs" / run_id, total, console_stream(), lambda: reused.tasks)
-    with quietly(steps, "preparing the tiny model and generated data", "inputs"):
+    with quietly(steps, "preparing the tiny model, generated data and MLflow store", "inputs"):
         inputs = prepare_inputs(work)
-    arguments = local_arguments(work, inputs)
+        arguments = local_arguments(work, inputs)
+        prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
     if artifacts == "s3":
         from pipelines.local_s3 import upload_inputs
 
         with quietly(steps, "uploading the inputs to the local S3 bucket", "upload"):
             arguments.update(upload_inputs(inputs))
-    prepare_tracking(work, arguments["mlflow_tracking_uri"], arguments["mlflow_experiment"])
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(work / "kfp"),
