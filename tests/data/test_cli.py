@@ -43,7 +43,7 @@ def test_generate_prepare_stats_round_trip(tmp_path, tiny_model_dir, capsys) -> 
         == 0
     )
     config = tmp_path / "prepare.yaml"
-    config.write_text(f"inputs: [{qa}]\nphase-max-tokens: [2000, 4000]\nvalidation_fraction: 0.25\n")
+    config.write_text(f"inputs: [{qa}]\nphase-max-tokens: [2000]\nvalidation_fraction: 0.25\n")
     out = tmp_path / "prepared"
     assert (
         main(
@@ -63,7 +63,7 @@ def test_generate_prepare_stats_round_trip(tmp_path, tiny_model_dir, capsys) -> 
     )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["config"]["validation_fraction"] == 0.5  # the flag beats the file
-    assert stats["config"]["phase_max_tokens"] == [2000, 4000]  # the file beats the default
+    assert stats["config"]["phase_max_tokens"] == [2000]  # the file beats the default
     assert stats["validation"]["rows"] == 6
     capsys.readouterr()
     assert main(["stats", str(out)]) == 0
@@ -87,6 +87,17 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path, tiny_model_dir) -> Non
     assert result.returncode == 1
     assert f"{bad}:line 1: field 'answer': is missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_empty_phase_is_a_message_naming_the_option(tmp_path, tiny_model_dir) -> None:
+    qa = tmp_path / "qa.jsonl"
+    generate = ["generate", "--output", str(qa), "--num-records", "4"]
+    assert main([*generate, "--doc-tokens-min", "60", "--doc-tokens-max", "200"]) == 0
+    common = ["prepare", "--inputs", str(qa), "--output-dir", str(tmp_path / "o")]
+    result = cli(*common, "--tokenizer", str(tiny_model_dir), "--phase-max-tokens", "[20000, 60000]")
+    assert result.returncode == 1
+    assert "phase 2 (20000 < prompt tokens <= 60000): 0 training row(s)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
 
 def test_bad_options_exit_2(tmp_path) -> None:

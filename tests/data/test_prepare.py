@@ -101,6 +101,36 @@ def test_bad_rows_stop_the_step_and_write_nothing(tmp_path, qa_file, tiny_model_
     assert not (tmp_path / "out").exists()
 
 
+def test_an_empty_phase_stops_preparation_and_keeps_the_earlier_output(
+    tmp_path, qa_file, tiny_model_dir
+) -> None:
+    config = config_for(tmp_path, [qa_file], tiny_model_dir)
+    prepare(config)
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # every prompt is under 5000 tokens: phase 2 would train on nothing, a failure hours later
+    with pytest.raises(DataError) as caught:
+        prepare(config.model_copy(update={"phase_max_tokens": [5000, 6000]}))
+    message = str(caught.value)
+    assert f"curriculum phase(s) too small in {qa_file}; nothing was written" in message
+    assert "phase 2 (5000 < prompt tokens <= 6000): 0 training row(s), fewer than min_phase_rows=1" in message
+    assert "phase 1 (" not in message  # only the phase that is short
+    assert "--phase-max-tokens" in message and "LONGRL_RL_PHASES" in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing moved in, nothing left
+
+
+def test_a_phase_needs_min_phase_rows(tmp_path, qa_file, tiny_model_dir) -> None:
+    stats = prepare(config_for(tmp_path, [qa_file], tiny_model_dir, output_dir=str(tmp_path / "ok")))
+    rows = [phase["train_rows"] for phase in stats["phases"]]
+    enough = min(rows)
+    prepare(config_for(tmp_path, [qa_file], tiny_model_dir, min_phase_rows=enough))
+    with pytest.raises(DataError, match=f"fewer than min_phase_rows={enough + 1}") as caught:
+        short = str(tmp_path / "short")
+        prepare(config_for(tmp_path, [qa_file], tiny_model_dir, output_dir=short, min_phase_rows=enough + 1))
+    assert f"training rows per phase: phase 1: {rows[0]}, phase 2: {rows[1]}" in str(caught.value)
+    assert not (tmp_path / "short").exists()
+
+
 def test_skipped_bad_rows_are_quarantined_with_their_reason(tmp_path, qa_file, tiny_model_dir) -> None:
     with qa_file.open("a") as handle:
         handle.write('{"id": "x", "question": "q", "extra": 1}\n')
@@ -201,7 +231,9 @@ def test_verl_parquet_input(tmp_path, tiny_model_dir) -> None:
     ]
     path = tmp_path / "docqa.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
-    stats = prepare(config_for(tmp_path, [path], tiny_model_dir, validation_fraction=0.0))
+    stats = prepare(
+        config_for(tmp_path, [path], tiny_model_dir, phase_max_tokens=[600], validation_fraction=0.0)
+    )
     assert stats["phases"][0]["train_rows"] == 5
     assert sorted(r["answer"] for r in read(tmp_path / "out" / "train-phase1.parquet")) == [
         "0",

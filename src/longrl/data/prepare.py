@@ -4,6 +4,8 @@ Inputs are DocQA-RL-1.6K-style QA files (or SFT files, which add the reasoning r
 output directory holds one parquet file per curriculum phase (``train-phase1.parquet``, ...), a
 held-out ``validation.parquet`` drawn from all phases, ``rejected.jsonl`` with every row that
 was not used and why, and ``stats.json``, written last: its presence means the step finished.
+A phase left with fewer than ``min_phase_rows`` training rows (none, by default) stops the step
+before anything is written: its training step would otherwise fail hours later.
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ class PrepareConfig(BaseModel):
     )
     on_bad_row: Literal["error", "skip"] = Field(
         "error", description="On an invalid row: stop with an error naming it, or skip it into rejected.jsonl"
+    )
+    min_phase_rows: int = Field(
+        1,
+        ge=1,
+        description="Fewest training rows each phase must get, or nothing is written. An RL phase trains "
+        "whole batches: for RL data, the RL step's train_batch_prompts",
     )
     seed: int = Field(0, description="Seed of the validation draw")
     batch_size: int = Field(64, ge=1, description="Prompts tokenised per batch")
@@ -307,6 +315,7 @@ def prepare(config: PrepareConfig, tokenizer: Any | None = None) -> dict[str, An
             _output_row(row, prompt, tokens, phase)
         )
 
+    _require_full_phases(config, train, len(too_long))  # before anything is written
     rejected = [{**e.to_json(), "reason": f"invalid: {e.reason}"} for e in errors] + duplicates + too_long
     stats = _write_outputs(config, inputs, train, validation, rejected)
     stats.update(
@@ -319,6 +328,33 @@ def prepare(config: PrepareConfig, tokenizer: Any | None = None) -> dict[str, An
     )
     _write_json(Path(config.output_dir) / STATS_FILE, stats)
     return stats
+
+
+def _require_full_phases(
+    config: PrepareConfig, train: dict[int, list[dict[str, Any]]], too_long: int
+) -> None:
+    """Refuses a phase with fewer than ``min_phase_rows`` training rows: its step would fail hours later."""
+    bounds = config.phase_max_tokens
+    short = []
+    for phase, rows in train.items():
+        if len(rows) < config.min_phase_rows:
+            lower = bounds[phase - 2] if phase > 1 else 0
+            short.append(
+                f"  phase {phase} ({lower} < prompt tokens <= {bounds[phase - 1]}): "
+                f"{len(rows)} training row(s), fewer than min_phase_rows={config.min_phase_rows}"
+            )
+    if not short:
+        return
+    counts = ", ".join(f"phase {phase}: {len(rows)}" for phase, rows in train.items())
+    raise DataError(
+        f"curriculum phase(s) too small in {', '.join(config.inputs)}; nothing was written:\n"
+        + "\n".join(short)
+        + f"\n  (training rows per phase: {counts}; {too_long} prompt(s) longer than {bounds[-1]} tokens)\n"
+        "Widen the band (phase_max_tokens, --phase-max-tokens), add examples of that length, or drop "
+        "the phase: give one bound fewer in phase_max_tokens (a pipeline also needs LONGRL_RL_PHASES "
+        "set to the new number of phases when it is compiled). min_phase_rows (--min-phase-rows) is "
+        "the fewest rows a phase may train on."
+    )
 
 
 def _write_outputs(
@@ -335,7 +371,6 @@ def _write_outputs(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
     outputs: dict[str, Any] = {}
     phases = []
-    warnings = []
     lower = 0
     for phase, rows in train.items():
         name = phase_file(phase)
@@ -352,10 +387,6 @@ def _write_outputs(
                 "prompt_tokens": length_summary([r["prompt_tokens"] for r in rows + held]),
             }
         )
-        if not rows:
-            warnings.append(
-                f"phase {phase} ({lower} < tokens <= {config.phase_max_tokens[phase - 1]}) has no examples"
-            )
         lower = config.phase_max_tokens[phase - 1]
     outputs[VALIDATION_FILE] = _write_parquet(validation, staging / VALIDATION_FILE, config.sft)
     with (staging / REJECTED_FILE).open("w", encoding="utf-8") as handle:
@@ -364,8 +395,6 @@ def _write_outputs(
     for name in [*outputs, REJECTED_FILE]:
         os.replace(staging / name, out / name)
     shutil.rmtree(staging, ignore_errors=True)
-    for warning in warnings:
-        logger.warning(warning)
     return {
         "kind": "sft" if config.sft else "rl",
         "config": config.model_dump(),
@@ -377,7 +406,6 @@ def _write_outputs(
         "dataset_hash": hashlib.sha256(
             json.dumps({k: v["sha256"] for k, v in sorted(outputs.items())}).encode()
         ).hexdigest(),
-        "warnings": warnings,
     }
 
 
