@@ -71,7 +71,8 @@ def _scalars(values: dict[str, Any]) -> dict[str, str]:
 
 def key_figures(outputs: dict[str, Any]) -> dict[str, str]:
     """What a task's outputs say in brief: its Metrics artifacts' values, then the scalar fields of a
-    returned JSON object (registration's version and aliases) or a short returned string (an URL)."""
+    returned JSON object (registration's version and aliases) or a short returned string (an URL);
+    at most ``MAX_FIGURES``, zeros last."""
     figures: dict[str, str] = {}
     for value in outputs.values():
         if getattr(value, "schema_title", "") == "system.Metrics":
@@ -87,7 +88,8 @@ def key_figures(outputs: dict[str, Any]) -> dict[str, str]:
             figures.update(_scalars(parsed))
         elif isinstance(parsed, str) and len(parsed) <= 80:
             figures[name] = parsed
-    return dict(list(figures.items())[:MAX_FIGURES])
+    nonzero_first = sorted(figures.items(), key=lambda item: item[1] == "0")  # stable: else as logged
+    return dict(nonzero_first[:MAX_FIGURES])
 
 
 def step_line(outcome: str, seconds: float, figures: dict[str, str]) -> str:

@@ -31,6 +31,20 @@ def test_a_step_line_gives_the_outcome_time_and_key_figures() -> None:
     assert step_line("reused", 0.1, {}) == "reused (unchanged since an earlier run)"
     assert step_line("failed", 12, {}) == "FAILED after 12 s"
     assert key_figures({"Output": "http://127.0.0.1:8000/v1"}) == {"Output": "http://127.0.0.1:8000/v1"}
+    counts = Metrics(name="stats", uri="unused")
+    for key, value in (
+        ("rejected_invalid", 0),
+        ("rows_read", 400),
+        ("rejected_duplicate", 0),
+        ("rows_used", 266),
+    ):
+        counts.log_metric(key, value)
+    assert list(key_figures({"stats": counts})) == [
+        "rows_read",
+        "rows_used",
+        "rejected_invalid",
+        "rejected_duplicate",
+    ]
 
 
 def test_everything_written_while_redirected_goes_to_the_file(tmp_path, capfd) -> None:
