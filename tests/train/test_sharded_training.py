@@ -341,8 +341,7 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
     checkpoint = f"{CHECKPOINTS_DIR}/checkpoint-2"
     assert {
         f"{checkpoint}/{COMPLETE_MARKER}",
-        f"{checkpoint}/{DIFFICULTY_STATE_FILE}.rank0",
-        f"{checkpoint}/{DIFFICULTY_STATE_FILE}.rank1",
+        f"{checkpoint}/{DIFFICULTY_STATE_FILE}",
         f"{SHARDING_DIR}/rank0.json",
         f"{SHARDING_DIR}/rank1.json",
         DIFFICULTY_FILE,
@@ -354,14 +353,13 @@ def test_sft_and_an_rl_phase_sharded_over_two_ray_workers(
     out = storage.localize(remote)
     assert_partitioned(out)
     assert_loadable_and_validated(out)
-    per_rank = [
-        json.loads((out / checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{r}").read_text()) for r in (0, 1)
-    ]
-    assert all(per_rank)  # each rank recorded the groups it rolled out
+    # the last checkpoint holds both ranks' records, gathered into rank 0's part: the phase's record
+    saved = json.loads((out / checkpoint / DIFFICULTY_STATE_FILE).read_text())
+    assert saved
     merged = read_difficulty(out / DIFFICULTY_FILE)
-    assert set(merged) == set(per_rank[0]) | set(per_rank[1])  # gathered from both ranks
-    for prompt_id, record in merged.items():
-        assert record["samples"] == sum(state.get(prompt_id, (0.0, 0))[1] for state in per_rank)
+    assert {prompt_id: record["samples"] for prompt_id, record in merged.items()} == {
+        prompt_id: n for prompt_id, (_, n) in saved.items()
+    }
 
 
 RESUME_SCRIPT = """
@@ -450,14 +448,14 @@ def test_a_killed_sharded_phase_resumes_from_its_checkpoint(tiny_model_dir, data
     # one group of 8 per rank and step: both ranks' records of steps 1-2 came back from checkpoint-2,
     # and nothing the killed run rolled out after it was counted
     at_kill = out / CHECKPOINTS_DIR / f"checkpoint-{killed_at}"
-    assert [recorded_samples(at_kill, rank) for rank in (0, 1)] == [killed_at * 8] * 2
+    assert recorded_samples(at_kill) == killed_at * 2 * 8
     at_end = out / CHECKPOINTS_DIR / f"checkpoint-{STEPS}"
-    assert [recorded_samples(at_end, rank) for rank in (0, 1)] == [STEPS * 8] * 2
+    assert recorded_samples(at_end) == STEPS * 2 * 8
     assert sum(r["samples"] for r in read_difficulty(out / DIFFICULTY_FILE).values()) == STEPS * 2 * 8
 
 
-def recorded_samples(checkpoint: Path, rank: int) -> int:
-    state = json.loads((checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}").read_text())
+def recorded_samples(checkpoint: Path) -> int:
+    state = json.loads((checkpoint / DIFFICULTY_STATE_FILE).read_text())
     return sum(n for _, n in state.values())
 
 

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from longrl import storage
 from longrl.curriculum import DifficultyRecorder
 from longrl.tracking import MetricsSink
-from longrl.train.checkpoints import checkpoint_dir
+from longrl.train.checkpoints import checkpoint_dir, patient_group
 
 DIFFICULTY_STATE_FILE = "difficulty_state.json"
 
@@ -42,22 +42,42 @@ class MetricsCallback(TrainerCallback):
 
 
 class DifficultyCheckpointCallback(TrainerCallback):
-    """Saves each rank's difficulty recorder with every checkpoint, so a resumed phase keeps what it saw.
+    """Saves the phase's difficulty record with every checkpoint, so a resumed phase keeps what it saw.
 
-    Every rank writes its own file, also where it saved nothing else (DDP ranks other than 0, a node
-    without a shared filesystem): its records exist nowhere else.
+    Each rank records the groups it rolled out; at every save the records are gathered to rank 0,
+    which writes them merged into its checkpoint (``DIFFICULTY_STATE_FILE``). Rank 0's part of a
+    checkpoint is the one that is pushed and resumed from whatever node the other ranks ran on.
     """
 
     def __init__(self, recorder: DifficultyRecorder) -> None:
         self.recorder = recorder
+        self.group: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.group = patient_group()  # gloo: the records are Python objects, and rank 0 may save long
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        rank, _ = _rank_and_world()
-        storage.write_text(
-            str(checkpoint / f"{DIFFICULTY_STATE_FILE}.rank{rank}"), json.dumps(self.recorder.state())
-        )
+        merged = gather_difficulty(self.recorder, self.group)
+        if merged is not None:
+            checkpoint = checkpoint_dir(args.output_dir, state.global_step)
+            checkpoint.mkdir(parents=True, exist_ok=True)
+            storage.write_text(str(checkpoint / DIFFICULTY_STATE_FILE), json.dumps(merged.state()))
+
+
+def gather_difficulty(recorder: DifficultyRecorder, group: Any = None) -> DifficultyRecorder | None:
+    """Every rank's records merged, on rank 0; None on the other ranks (collective: all ranks call it)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return recorder
+    states: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(recorder.state(), states, dst=0, group=group)
+    if states is None:
+        return None
+    merged = DifficultyRecorder()
+    for rank_state in states:
+        merged.merge(rank_state)
+    return merged
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -69,16 +89,14 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 def restore_difficulty(recorder: DifficultyRecorder, checkpoint: str | None) -> None:
-    """Loads the recorder states saved with ``checkpoint`` that belong to this rank.
+    """Loads the difficulty record saved with ``checkpoint`` into rank 0's recorder.
 
-    Rank r takes the files of every saved rank k with k % world_size == r, so no rank's records are
-    lost when a phase resumes with fewer workers than it was saved with.
+    The other ranks start empty: their new records are added to rank 0's at the next gather. Older
+    checkpoints hold one ``.rank{k}`` file per rank; rank 0 takes them all, whatever the world size.
     """
-    if checkpoint is None:
+    if checkpoint is None or _rank_and_world()[0] != 0:
         return
-    rank, world = _rank_and_world()
-    prefix = f"{DIFFICULTY_STATE_FILE}.rank"
-    for path in sorted(Path(checkpoint).glob(f"{prefix}*")):
-        saved_rank = path.name.removeprefix(prefix)
-        if saved_rank.isdigit() and int(saved_rank) % world == rank:
+    for path in sorted(Path(checkpoint).glob(f"{DIFFICULTY_STATE_FILE}*")):
+        saved_rank = path.name.removeprefix(f"{DIFFICULTY_STATE_FILE}.rank")
+        if path.name == DIFFICULTY_STATE_FILE or saved_rank.isdigit():
             recorder.merge({k: tuple(v) for k, v in json.loads(path.read_text()).items()})

@@ -1,7 +1,7 @@
 """Where a step keeps its checkpoints, and which one a restarted step resumes from.
 
-A checkpoint is written by every rank (each rank's DeepSpeed shards, RNG state and difficulty
-record; rank 0's model, optimizer and trainer state). ``MarkCheckpointComplete`` waits until every
+A checkpoint is written by every rank (each rank's DeepSpeed shards and RNG state; rank 0's model,
+optimizer, trainer state and the difficulty record gathered from every rank). ``MarkCheckpointComplete`` waits until every
 rank has finished its part and then drops ``COMPLETE_MARKER`` into the directory: only marked
 checkpoints are resumed from, so a kill in the middle of a save never leaves a half checkpoint
 that looks whole.

@@ -27,7 +27,12 @@ from trl.rewards import get_soft_overlong_punishment
 from longrl.curriculum import DIFFICULTY_FILE, TRAIN_DATA_FILE, DifficultyRecorder, phase_dataset, write_rows
 from longrl.rewards import HybridReward, LLMJudge
 from longrl.tracking import MetricsSink
-from longrl.train.callbacks import DifficultyCheckpointCallback, MetricsCallback, restore_difficulty
+from longrl.train.callbacks import (
+    DifficultyCheckpointCallback,
+    MetricsCallback,
+    gather_difficulty,
+    restore_difficulty,
+)
 from longrl.train.checkpoints import MarkCheckpointComplete
 from longrl.train.common import (
     check_sharding,
@@ -155,6 +160,7 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
     recorder = DifficultyRecorder()
     sink = MetricsSink(out, config.tracking)
     args = grpo_arguments(config, longest_prompt_tokens(config, rows))  # before the model (ZeRO-3)
+    saving_difficulty = DifficultyCheckpointCallback(recorder)
     trainer = DynamicSamplingGRPOTrainer(
         model=config.model,
         reward_funcs=reward_functions(config, recorder),
@@ -163,7 +169,7 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
         processing_class=tokenizer,
         callbacks=[
             MetricsCallback(sink),
-            DifficultyCheckpointCallback(recorder),
+            saving_difficulty,
             MarkCheckpointComplete(),
             *callbacks,
         ],
@@ -179,13 +185,8 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
     restore_difficulty(recorder, checkpoint)
     final = train(trainer, checkpoint, config.output_dir)
 
-    from accelerate.utils import gather_object
-
-    states = gather_object([recorder.state()])
-    if trainer.is_world_process_zero():
-        merged = DifficultyRecorder()
-        for state in states:
-            merged.merge(state)
+    merged = gather_difficulty(recorder, saving_difficulty.group)  # rank 0 writes every rank's records
+    if merged is not None:
         merged.write(out / DIFFICULTY_FILE, config.phase)
     extra = {"step": f"rl-phase{config.phase}", "curriculum": draw}
     result = finish(trainer, tokenizer, config, extra, final_checkpoint=final)

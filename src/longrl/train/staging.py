@@ -8,8 +8,8 @@ new checkpoint is pushed in the background as soon as it is saved and the store 
 ``save_total_limit`` (``remote_checkpoints``), and everything else is pushed when the step ends.
 
 With several ranks, one process per node (local rank 0) pulls and pushes while the node's other
-ranks wait: every node holds its own ranks' parts of a checkpoint (DeepSpeed shards, RNG states,
-difficulty records), and nodes need not share a filesystem. A checkpoint's completion marker goes
+ranks wait: every node holds its own ranks' parts of a checkpoint (DeepSpeed shards, RNG states;
+rank 0's part holds every rank's difficulty record), and nodes need not share a filesystem. A checkpoint's completion marker goes
 up last, after every node has pushed, so the store never shows a half checkpoint as complete.
 Likewise at the end: ``result.json``, which says the step finished, goes up after everything it
 vouches for (``curriculum.json`` just before it), so a step killed while pushing is redone.
