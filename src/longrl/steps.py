@@ -235,14 +235,16 @@ def start_verifier_step(
     watch_pid: int | None = None,
     cluster: dict[str, Any] | None = None,
 ) -> str:
-    """Starts the judge's server and returns its OpenAI API base URL ('' for mode none)."""
+    """Starts the judge's server and returns its OpenAI API base URL ('' for mode none, and for a local
+    verifier without a model: the judge step found none worth serving)."""
     from longrl.serving import ClusterVerifier, ClusterVerifierConfig, VerifierConfig
 
-    verifier = VerifierConfig(model=model, max_model_len=max_model_len)
+    verifier = VerifierConfig(model=model or "-", max_model_len=max_model_len)
     kfp_run_id = pipeline_run_id()
     if mode == "none":
         return ""
-    preflight.require("verifier step", preflight.verifier_problems(verifier))
+    if model:
+        preflight.require("verifier step", preflight.verifier_problems(verifier))
     if mode == "kubernetes":
         from longrl.launchers.kube import RealKubernetesApi, run_labels
 
@@ -255,8 +257,10 @@ def start_verifier_step(
             labels=run_labels(kfp_run_id),
         )
         return ClusterVerifier(RealKubernetesApi(), verifier, cluster_config).start()
-    from longrl.serving.local import start_detached
+    from longrl.serving.local import record_no_verifier, start_detached
 
+    if not model:  # the judge step found no judge worth serving: the steps keep the rule reward
+        return record_no_verifier(_pid_file(kfp_run_id), "no judge model to serve")["base_url"]
     record = start_detached(verifier, _pid_file(kfp_run_id), watch_pid=watch_pid)
     return record["base_url"]
 

@@ -68,9 +68,49 @@ def test_mlflow_holds_one_pipeline_run_with_a_child_per_step(local_run) -> None:
     assert {"sft", "rl-phase1", "rl-phase2", "evaluation", "registration"} <= set(children)
     assert all(child.info.status == "FINISHED" for child in children.values())
     rl = children["rl-phase1"].data.metrics
-    assert {"train/reward", "train/judge/requests", "val/accuracy"} <= set(rl)
+    assert {"train/reward", "val/accuracy"} <= set(rl)  # the judge's metrics: see the judge's test
     assert "val/accuracy" in children["sft"].data.metrics
     assert "eval/average" in children["evaluation"].data.metrics
+
+
+def test_the_judge_is_trained_here_measured_and_served_only_if_good_enough(local_run) -> None:
+    from mlflow import MlflowClient
+
+    from longrl.serving.judge_model import JudgeBuildConfig
+
+    work, stdout = local_run
+    assert "Judge:            trained here, accuracy" in stdout
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("longrl-local")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    accuracy = runs["judge"].data.metrics["judge/accuracy"]
+    verdicts = {
+        name: sum(
+            m.value
+            for phase in ("rl-phase1", "rl-phase2")
+            for m in client.get_metric_history(runs[phase].info.run_id, f"train/judge/{name}")
+        )
+        for name in ("requests", "yes", "no")
+    }
+    if accuracy >= JudgeBuildConfig.model_fields["min_accuracy"].default:
+        assert verdicts["yes"] > 0 and verdicts["no"] > 0  # it rescued answers the rule missed, and not all
+    else:  # not served: a judge that cannot tell near misses apart would reward wrong answers
+        assert verdicts["requests"] == 0
+
+
+def test_the_evaluation_has_a_column_per_stage_in_the_console_and_in_mlflow(local_run) -> None:
+    from mlflow import MlflowClient
+
+    work, stdout = local_run
+    assert "| benchmark | base | SFT | RL phase 1 | RL phase 2 |" in stdout
+    client = MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("longrl-local")
+    (evaluation,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'evaluation'")
+    assert {"stage/base/average", "stage/sft/average", "stage/rl-phase-2/average"} <= set(
+        evaluation.data.metrics
+    )
+    logged = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation")}
+    assert {"evaluation/stages.md", "evaluation/stages.png"} <= logged
 
 
 def test_the_model_is_registered_with_an_alias(local_run) -> None:
@@ -87,6 +127,7 @@ def test_the_model_is_registered_with_an_alias(local_run) -> None:
 
 
 REUSABLE = (
+    "build-judge",
     "prepare-data",
     "prepare-data-2",
     "train-sft",

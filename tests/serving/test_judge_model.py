@@ -1,9 +1,18 @@
-"""The local judge: its accuracy measure, its training rows, and (slow) a judge trained and measured."""
+"""The local judge: its accuracy measure, its training rows, what is served, and (slow) a judge trained and measured."""
+
+import json
 
 import pytest
 
-from longrl.data.judge_pairs import judge_pairs, judge_training_row
-from longrl.serving.judge_model import JudgeBuildConfig, _token_rows, build_judge, judge_accuracy
+from longrl.data.judge_pairs import FAMILIES, judge_pairs, judge_training_row
+from longrl.serving.judge_model import (
+    RESULT_FILE,
+    JudgeBuildConfig,
+    _token_rows,
+    build_judge,
+    judge_accuracy,
+    judge_step,
+)
 
 
 def test_accuracy_counts_a_reply_without_a_final_verdict_as_wrong() -> None:
@@ -26,10 +35,36 @@ def test_training_rows_share_the_system_prompt_and_keep_every_token(tiny_tokeniz
         assert tiny_tokenizer.decode(ids[reply_start:]) == row["completion"] + tiny_tokenizer.eos_token
 
 
+def test_without_training_the_configured_judge_is_served(tmp_path) -> None:
+    config = JudgeBuildConfig(base_model="base", output_dir=str(tmp_path / "judge"))
+    served, result = judge_step(False, "Qwen/Qwen2.5-1.5B-Instruct", config)
+    assert (served, result) == ("Qwen/Qwen2.5-1.5B-Instruct", None)
+    assert json.loads((tmp_path / "judge" / RESULT_FILE).read_text()) == {"served_model": served}
+
+
 @pytest.mark.slow
-def test_a_trained_judge_tells_equivalents_from_near_misses(tiny_model_dir, tmp_path) -> None:
-    result = build_judge(JudgeBuildConfig(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "judge")))
-    assert result["accuracy"] >= 0.9, result
-    assert (tmp_path / "judge" / "model" / "config.json").is_file()
-    again = build_judge(JudgeBuildConfig(base_model=str(tiny_model_dir), output_dir=str(tmp_path / "judge")))
-    assert again == result  # built once: the same config finds it done
+def test_a_judge_measured_below_the_bar_is_not_served_and_a_rebuild_reuses_it(
+    tiny_model_dir, tmp_path
+) -> None:
+    """A barely trained judge cannot tell near misses from equivalents: it is measured, recorded and not
+    served (the run keeps the rule reward). About 20 s."""
+    output = tmp_path / "judge"
+    config = JudgeBuildConfig(
+        base_model=str(tiny_model_dir),
+        output_dir=str(output),
+        max_steps=3,
+        batch_size=8,
+        train_pairs=56,
+        eval_pairs=14,
+        max_new_tokens=40,
+    )
+    result = build_judge(config)
+    assert result["pairs"] == 14 and 0 <= result["accuracy"] <= 1
+    assert set(result["by_family"]) == set(FAMILIES)
+    assert (output / "model" / "config.json").is_file()
+    assert build_judge(config) == result  # built once: the same config finds it done
+    served, again = judge_step(True, "unused", config.model_copy(update={"min_accuracy": 1.01}))
+    assert served == "" and again["accuracy"] == result["accuracy"]
+    assert json.loads((output / RESULT_FILE).read_text())["served"] is False
+    served, _ = judge_step(True, "unused", config.model_copy(update={"min_accuracy": 0.0}))
+    assert served == str(output / "model")

@@ -4,7 +4,8 @@ A pair is a question, a prediction and a reference, and whether they are the sam
 write one answer two ways (number formats: ``1,000`` / ``1000`` / ``1e3``; percentages and
 fractions: ``50%`` / ``0.5`` / ``1/2``; amounts with and without units; numbers in words; option
 forms: ``B`` / ``(B)`` / ``B. 30 days`` / the option's text; names in another order or with a
-title; dates in three notations). Negatives are near misses of the same kind: a digit off by one,
+title; dates in three notations). Case is never what differs: the rule check ignores it, so the
+judge is never asked about it. Negatives are near misses of the same kind: a digit off by one,
 swapped digits, a slipped decimal point, another option, another entity that differs by a
 syllable, a day or a year off. Pair ``i`` depends only on (seed, i).
 
@@ -261,9 +262,8 @@ def _person_forms(given: str, family: str) -> list[str]:
     return [
         f"{given} {family}",
         f"{family}, {given}",
-        f"{given} {family}".upper(),
-        f"{given} {family}".lower(),
         f"Dr. {given} {family}",
+        f"Dr. {family}, {given}",
     ]
 
 
@@ -316,7 +316,7 @@ def company_pair(rng: random.Random, names: _Names, equivalent: bool) -> JudgePa
         question = f"Which company was founded earlier, {other} or {name}?"
 
     def forms(company: str) -> list[str]:
-        return [company, f"the {company} company", f"{company} Inc.", company.upper(), company.lower()]
+        return [company, f"the {company} company", f"{company} Inc.", f"{company} Ltd."]
 
     reference = name
     if equivalent:

@@ -46,11 +46,18 @@ class JudgeBuildConfig(BaseModel):
     )
     train_pairs: int = Field(6000, ge=14, description="Generated training pairs")
     eval_pairs: int = Field(140, ge=14, description="Held-out pairs the accuracy is measured on")
-    max_steps: int = Field(160, ge=1, description="Optimizer steps")
+    max_steps: int = Field(60, ge=1, description="Optimizer steps")
     batch_size: int = Field(48, ge=1, description="Pairs per step")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule)")
     seed: int = Field(0, description="Seed of the training pairs (held-out pairs use seed + 1000)")
     max_new_tokens: int = Field(64, ge=8, description="Longest reply when measuring")
+    min_accuracy: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="A judge measured below this is not served (it would reward wrong answers): the run keeps "
+        "the rule reward",
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
@@ -208,7 +215,7 @@ def build_judge(config: JudgeBuildConfig) -> dict[str, Any]:
 
     An output that already holds a judge built from the same config is reused as it is.
     """
-    fingerprint = config.model_dump(mode="json", exclude={"output_dir", "tracking"})
+    fingerprint = config.model_dump(mode="json", exclude={"output_dir", "tracking", "min_accuracy"})
     result_uri = storage.join(config.output_dir, RESULT_FILE)
     if storage.exists(result_uri):
         done = json.loads(storage.read_text(result_uri))
@@ -264,17 +271,26 @@ def judge_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def judge_step(
-    train: bool, base_model: str, verifier_model: str, output: str, tracking: TrackingConfig | None
+    train: bool, verifier_model: str, config: JudgeBuildConfig
 ) -> tuple[str, dict[str, Any] | None]:
     """The pipeline's judge: (the model to serve, the build's result). Without ``train`` that is
-    ``verifier_model`` as configured (the output records only that); with it, a judge trained from
-    ``base_model`` into ``output``."""
+    ``verifier_model`` as configured (``config.output_dir`` records only that); with it, the judge
+    ``config`` builds, or '' (nothing served) when it measured below ``min_accuracy``."""
     if not train:
         storage.write_text(
-            storage.join(output, RESULT_FILE), json.dumps({"served_model": verifier_model}) + "\n"
+            storage.join(config.output_dir, RESULT_FILE), json.dumps({"served_model": verifier_model}) + "\n"
         )
         return verifier_model, None
-    result = build_judge(
-        JudgeBuildConfig(base_model=base_model, output_dir=output, tracking=tracking or TrackingConfig())
+    result = build_judge(config)
+    served = result["accuracy"] >= config.min_accuracy
+    storage.write_text(
+        storage.join(config.output_dir, RESULT_FILE), json.dumps({**result, "served": served}, indent=2) + "\n"
     )
+    if not served:
+        logger.warning(
+            "the trained judge's accuracy %.3f is below %.2f: it is not served and the run keeps the rule reward",
+            result["accuracy"],
+            config.min_accuracy,
+        )
+        return "", result
     return result["model_dir"], result

@@ -179,14 +179,22 @@ def start_detached(
     return record
 
 
+def record_no_verifier(record_file: Path, reason: str) -> dict[str, Any]:
+    """Records that this run serves no judge (steps then keep the rule reward), and why."""
+    record = {"base_url": "", "reason": reason}
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    record_file.write_text(json.dumps(record))
+    return record
+
+
 def stop_detached(record_file: Path, grace_s: float = 30.0) -> bool:
     """Stops a verifier started by ``start_detached``; False when none was running."""
     if not record_file.is_file():
         return False
     record = json.loads(record_file.read_text())
-    pid = record["pid"]
+    pid = record.get("pid")  # none when no judge was served (``record_no_verifier``)
     stopped = False
-    if alive(pid):
+    if pid and alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
