@@ -141,6 +141,20 @@ def test_data_preparation_downloads_the_tokenizer_not_the_weights(s3_endpoint, t
     assert artifacts.fetch_tokenizer("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
 
 
+def test_the_fetched_tokenizer_loads(s3_endpoint, tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
+    storage.copy_tree(str(tiny_model_dir), "s3://longrl/models/tiny")
+    local = Path(artifacts.fetch_tokenizer("s3://longrl/models/tiny"))
+    assert not list(local.glob("*.safetensors"))
+    fetched = AutoTokenizer.from_pretrained(local)
+    assert (
+        fetched("a question")["input_ids"]
+        == AutoTokenizer.from_pretrained(tiny_model_dir)("a question")["input_ids"]
+    )
+
+
 def test_ranks_of_one_node_download_an_input_once(s3_endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
     storage.copy_tree(str(fake_step_output(tmp_path / "out") / "model"), "s3://longrl/models/sft")
