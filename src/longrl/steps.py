@@ -714,7 +714,7 @@ def run_evaluation(
 
 def stage_models(base_model: str, sft: str, trained: str) -> dict[str, str]:
     """Every stage of a run, in order, name -> model: the base model, SFT, each RL phase (the last is ``trained``)."""
-    phases = [*earlier_phases(trained), trained]
+    phases = earlier_phases(trained) or [trained]  # the phases it drew from, then itself
     return {
         "base": base_model,
         "SFT": model_dir(sft),

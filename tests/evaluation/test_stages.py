@@ -85,3 +85,22 @@ def test_every_stage_is_evaluated_with_the_final_models_settings_and_charted(tmp
     table = (tmp_path / "eval" / STAGE_TABLE_FILE).read_text()
     assert "| musique | 0.0 | 25.0 | 50.0 |" in table
     assert (tmp_path / "eval" / STAGE_PLOT_FILE).stat().st_size > 0
+
+
+def test_the_stages_of_a_run_are_the_base_sft_and_each_rl_phase_in_order(tmp_path) -> None:
+    import json
+
+    from longrl.curriculum import CURRICULUM_FILE, DIFFICULTY_FILE
+    from longrl.steps import stage_models
+
+    phases = [tmp_path / f"rl{k}" for k in (1, 2, 3)]
+    for k, phase in enumerate(phases):
+        phase.mkdir()
+        (phase / DIFFICULTY_FILE).write_text("")
+        (phase / CURRICULUM_FILE).write_text(json.dumps({"retrospective_from": [str(p) for p in phases[:k]]}))
+    stages = stage_models("hub/base", str(tmp_path / "sft"), str(phases[-1]))
+    assert stages == {
+        "base": "hub/base",
+        "SFT": str(tmp_path / "sft" / "model"),
+        **{f"RL phase {k}": str(phase / "model") for k, phase in enumerate(phases, start=1)},
+    }
