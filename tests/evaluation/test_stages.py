@@ -81,7 +81,8 @@ def test_every_stage_is_evaluated_with_the_final_models_settings_and_charted(tmp
         ("m/sft", "SFT", None),
     ]
     assert all(s.max_examples == 4 and s.benchmarks == config.benchmarks for s in seen)
-    assert all(s.tracking.tracking_uri is None and s.output_dir.startswith(config.output_dir) for s in seen)
+    assert [s.tracking.run_name for s in seen] == ["evaluation-base", "evaluation-sft"]
+    assert all(s.output_dir.startswith(config.output_dir) for s in seen)
     table = (tmp_path / "eval" / STAGE_TABLE_FILE).read_text()
     assert "| musique | 0.0 | 25.0 | 50.0 |" in table
     assert (tmp_path / "eval" / STAGE_PLOT_FILE).stat().st_size > 0

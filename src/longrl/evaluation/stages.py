@@ -17,7 +17,6 @@ from typing import Any
 from longrl import storage
 from longrl.evaluation.report import comparison_plot
 from longrl.evaluation.run import PREDICTIONS_FILE, EvalConfig, evaluate
-from longrl.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +30,20 @@ def slug(name: str) -> str:
 
 
 def stage_config(config: EvalConfig, name: str, model: str) -> EvalConfig:
-    """One earlier stage's evaluation: the final one's questions and settings, no baseline, no MLflow run."""
+    """One earlier stage's evaluation: the final one's questions and settings, no baseline."""
     return config.model_copy(
         update={
             "model": model,
             "output_dir": storage.join(config.output_dir, STAGES_DIR, slug(name)),
             "model_name": name,
             "baseline": None,
-            "tracking": TrackingConfig(tracking_uri=None, experiment=config.tracking.experiment),
+            # a run of its own next to the final evaluation's: "evaluation-sft", "evaluation-rl-phase-1", ...
+            "tracking": config.tracking.model_copy(
+                update={
+                    "run_name": f"{config.tracking.run_name or 'evaluation'}-{slug(name)}",
+                    "run_id": None,
+                }
+            ),
         }
     )
 
