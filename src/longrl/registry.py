@@ -288,17 +288,31 @@ def _serving_requirements() -> list[str]:
     ]
 
 
-def _size(path: Path) -> int:
+def _size(model_uri: str) -> int:
+    """The checkpoint's bytes; an ``s3://`` one is sized from its listing (nothing is downloaded)."""
+    from longrl import storage
+
+    if storage.is_s3(model_uri):
+        sizes = [size for relative, size, _ in storage.list_objects(model_uri) if not relative.endswith("/")]
+        if not sizes:
+            raise storage.StorageError(f"{model_uri} holds no files")
+        return sum(sizes)
+    path = Path(model_uri)
+    if not path.exists():
+        raise storage.StorageError(f"{model_uri} does not exist")
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def _log_model(model_uri: str, mode: str, uri: str, run_id: str) -> tuple[str, str | None]:
-    """Logs the checkpoint under the run (or only refers to it); returns the version's source and model id."""
+    """Logs the checkpoint under the run (or only refers to it); returns the version's source and model id.
+
+    Only a copy downloads the checkpoint: a reference is decided and registered from its location.
+    """
     from longrl import storage
 
-    local = storage.localize(model_uri)
+    size = _size(model_uri)  # also refuses a location that holds no model
     if mode == "auto":
-        mode = "copy" if _size(local) < COPY_LIMIT_BYTES else "reference"
+        mode = "copy" if size < COPY_LIMIT_BYTES else "reference"
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -310,6 +324,7 @@ def _log_model(model_uri: str, mode: str, uri: str, run_id: str) -> tuple[str, s
         with _in_run(mlflow, run_id):
             mlflow.log_dict({"model_uri": model_uri}, "model_reference/reference.json")
         return f"runs:/{run_id}/model_reference", None
+    local = storage.localize(model_uri)
     with _in_run(mlflow, run_id):
         info = mlflow.transformers.log_model(
             transformers_model=str(local),

@@ -353,3 +353,25 @@ def test_a_registration_that_crashed_before_deciding_blocks_no_one_and_its_retry
     retried = register_candidate(reference, str(tiny_model_dir), summary(0.40), crashed_run, tags=tags)
     assert (retried["version"], retried["reused"], retried["promoted"]) == ("1", True, True)
     assert "average 0.4000 vs champion 0.3000" in retried["gate"]
+
+
+@pytest.mark.parametrize(("copy_limit", "copied"), [(1, False), (registry.COPY_LIMIT_BYTES, True)])
+def test_an_s3_model_is_downloaded_only_when_its_weights_are_copied_into_mlflow(
+    config, tiny_model_dir, s3_endpoint, tmp_path, monkeypatch, copy_limit, copied
+) -> None:
+    from longrl import storage
+    from tests.platform.test_artifacts import BytesRead
+
+    monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(registry, "COPY_LIMIT_BYTES", copy_limit)
+    model_uri = "s3://longrl/kfp/run/train-rl/.longrl-data/model/model"
+    storage.copy_tree(str(tiny_model_dir), model_uri)
+    model_bytes = sum(size for _, size, _ in storage.list_objects(model_uri))
+    read = BytesRead()
+
+    outcome = register_candidate(config, model_uri, summary(0.30), a_run(config))
+
+    if copied:  # below the limit: the weights go into MLflow, so they are downloaded (the counter sees them)
+        assert read.take() == model_bytes and outcome["source"].startswith(("models:/", "runs:/"))
+    else:  # above it: registered by its location, sized from the listing, not one byte read
+        assert read.take() == 0 and outcome["source"] == model_uri
