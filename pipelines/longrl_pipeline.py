@@ -268,6 +268,8 @@ def longrl_pipeline(
             sft_max_tokens=sft_max_tokens,
             validation_fraction=validation_fraction,
             on_bad_row=on_bad_row,
+            preset=preset,
+            rl_overrides=rl_overrides,
             name="rl",
             **tracked,
         ).set_display_name("prepare RL data")

@@ -189,6 +189,7 @@ def prepare_step(
     phase_max_tokens: list[int],
     validation_fraction: float,
     on_bad_row: str,
+    min_phase_rows: int,
 ) -> dict[str, Any]:
     """Data preparation into ``output`` (a local directory; staged to s3:// when it is one)."""
     local_inputs = [str(storage.localize(uri)) for uri in inputs]
@@ -205,6 +206,7 @@ def prepare_step(
             phase_max_tokens=[int(b) for b in phase_max_tokens],
             validation_fraction=validation_fraction,
             on_bad_row=on_bad_row,
+            min_phase_rows=min_phase_rows,
         )
     )
     if storage.is_s3(output):
@@ -460,6 +462,15 @@ def earlier_phases(start: str) -> list[str]:
     if not storage.exists(storage.join(start, DIFFICULTY_FILE)):
         return []  # starting from SFT
     return [*read_sources(start), start]
+
+
+def rl_batch_prompts(preset: str, overrides: dict[str, Any]) -> int:
+    """The prompts of one RL optimizer step, as the RL steps are configured (preset, then overrides).
+
+    It is the fewest training rows an RL phase's data may have: the RL step trains whole batches.
+    """
+    values = merge_options(PRESETS[preset]["rl"], overrides)
+    return int(values.get("train_batch_prompts", RLStepConfig.model_fields["train_batch_prompts"].default))
 
 
 def rl_config(

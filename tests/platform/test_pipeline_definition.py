@@ -69,6 +69,32 @@ def test_the_verifier_serves_what_the_judge_step_chose_and_the_judged_steps_name
     assert evaluation["parameters"]["stages"]["componentInputParameter"] == "pipelinechannel--eval_stages"
 
 
+def test_rl_data_must_hold_an_rl_step_of_prompts_per_phase_and_sft_data_ignores_rl_settings(compiled) -> None:
+    spec, _ = yaml.safe_load_all(compiled.read_text())
+    inner = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    prepared = {
+        task["inputs"]["parameters"]["name"]["runtimeValue"]["constant"]: task["inputs"]["parameters"]
+        for name, task in inner.items()
+        if name.startswith("prepare-data")
+    }
+    for wired in ("preset", "rl_overrides"):
+        assert prepared["rl"][wired]["componentInputParameter"] == f"pipelinechannel--{wired}"
+        assert wired not in prepared["sft"]  # KFP caches on inputs: new RL settings do not redo SFT data
+
+
+def test_an_rl_phase_needs_the_rl_steps_train_batch_prompts_rows() -> None:
+    from pipelines.local_run import LOCAL_RL
+
+    from longrl.steps import rl_batch_prompts
+    from longrl.train.config import RLStepConfig
+
+    assert rl_batch_prompts("paper", {}) == RLStepConfig.model_fields["train_batch_prompts"].default
+    assert rl_batch_prompts("tiny", {}) == 4
+    assert rl_batch_prompts("paper", {"train_batch_prompts": 16, "max_steps": 3}) == 16
+    assert rl_batch_prompts("tiny", {"train_batch_prompts": 8.0}) == 8  # kfp.local passes ints as floats
+    assert rl_batch_prompts("tiny", LOCAL_RL) <= 41  # the local run's RL phases hold 41 and 198 rows
+
+
 def _upstream(tasks: dict, name: str) -> set[str]:
     seen, todo = set(), [name]
     while todo:
