@@ -65,6 +65,13 @@ def naive_prepare(path: Path, tokenizer: Any, bounds: list[int]) -> dict[int | N
     return counts
 
 
+def phase_bounds(prompt_tokens: list[int]) -> list[int]:
+    """Two curriculum phases split at the median prompt length, so that neither is empty
+    (data preparation refuses an empty phase), whatever the tokenizer's template adds."""
+    ordered = sorted(prompt_tokens)
+    return [ordered[(len(ordered) - 1) // 2], ordered[-1] * 2]
+
+
 def tokenise_one_by_one(tokenizer: Any, prompts: list[str]) -> list[int]:
     return [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
 
@@ -73,7 +80,11 @@ def run(context: BenchContext) -> BenchmarkResult:
     sizes = SIZES[context.config.size]
     source = documents_file(context, sizes)
     tokenizer = load_tokenizer(str(context.tiny_model))
-    bounds = [sizes.doc_tokens, sizes.doc_tokens * 4]
+    prompts = [
+        chat_prompt(tokenizer, r["context"], r["question"])
+        for r in map(json.loads, source.read_text(encoding="utf-8").splitlines())
+    ]
+    bounds = phase_bounds(measure_prompt_tokens(tokenizer, prompts, 64))
     work = context.work("data_prep")
     stats: dict[str, Any] = {}
 
@@ -90,11 +101,7 @@ def run(context: BenchContext) -> BenchmarkResult:
     value, baseline = timed_pairs(
         prepared, lambda _: naive_prepare(source, tokenizer, bounds), context.config.repeats, "prepare"
     )
-    records = sum(1 for _ in source.open(encoding="utf-8"))
-    prompts = [
-        chat_prompt(tokenizer, r["context"], r["question"])
-        for r in map(json.loads, source.read_text(encoding="utf-8").splitlines())
-    ]
+    records = len(prompts)
     batched, single = timed_pairs(
         lambda _: measure_prompt_tokens(tokenizer, prompts, PrepareConfig.model_fields["batch_size"].default),
         lambda _: tokenise_one_by_one(tokenizer, prompts),
