@@ -29,6 +29,7 @@ def test_the_table_has_a_column_per_stage_and_says_why_a_cell_is_zero() -> None:
     assert lines[0] == "| benchmark | base | SFT | RL phase 1 |"
     assert "| musique | 0.0 | 25.0 | 75.0 |" in lines
     assert "| **average** | 0.0 | 12.5 | 37.5 |" in lines
+    assert "| *answered* | 0.0 | 87.5 | 100.0 |" in lines
     assert "docmath: 4, musique: 4" in table
     base = next(line for line in lines if line.startswith("- base:"))
     assert "docmath answered 0/4 (0: no final answer within 96 new tokens)" in base

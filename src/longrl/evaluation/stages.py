@@ -80,6 +80,14 @@ def stage_table(
     lines.append(
         "| **average** | " + " | ".join(f"{100 * summaries[n]['average']:.1f}" for n in names) + " |"
     )
+    shares = []
+    for name in names:
+        given = sum(answers[name].get(b, (0, 0, 0))[0] for b in benchmarks)
+        total = sum(answers[name].get(b, (0, 0, 0))[1] for b in benchmarks)
+        shares.append(f"{100 * given / total:.1f}" if total else "–")
+    lines.append(
+        "| *answered* | " + " | ".join(shares) + " |"
+    )  # what a stage changed even where no score moved
     questions = {b: summaries[names[-1]]["benchmarks"][b]["n"] for b in benchmarks}
     notes = [
         "",
