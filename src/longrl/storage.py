@@ -90,23 +90,28 @@ def endpoint_url() -> str | None:
     return os.environ.get("LONGRL_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-_clients: dict[str | None, Any] = {}
+_clients: dict[tuple[str | None, str | None], Any] = {}
 
 
 def s3_client() -> Any:
-    """A boto3 S3 client for the configured endpoint (path-style addressing, as MinIO wants)."""
+    """A boto3 S3 client for the configured endpoint (path-style addressing, as MinIO wants).
+
+    Each client has its own boto3 session: the default session keeps the first credentials it
+    resolved for the life of the process, so keys set later (a run's own S3 server) were ignored.
+    """
     endpoint = endpoint_url()
-    if endpoint not in _clients:
+    key = (endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
+    if key not in _clients:
         import boto3
         from botocore.config import Config
 
-        _clients[endpoint] = boto3.client(
+        _clients[key] = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint,
             region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
         )
-    return _clients[endpoint]
+    return _clients[key]
 
 
 def _explain(exc: Exception, uri: str) -> StorageError:
