@@ -72,6 +72,23 @@ def numeric_metrics(values: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def experiment_id(uri: str, name: str) -> str:
+    """The id of experiment ``name``, created if missing. Unlike ``mlflow.set_experiment`` it leaves no
+    process-wide active experiment behind (nor ``MLFLOW_EXPERIMENT_ID`` in the environment), which made
+    a later ``start_run(run_id=...)`` of another experiment in the same process fail."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created meanwhile by a concurrent step
+        return client.get_experiment_by_name(name).experiment_id
+
+
 @contextlib.contextmanager
 def step_run(config: TrackingConfig, params: dict[str, Any] | None = None) -> Iterator[str | None]:
     """An MLflow run for one step (child of the pipeline run when given); yields its id, or None when off."""
@@ -82,11 +99,15 @@ def step_run(config: TrackingConfig, params: dict[str, Any] | None = None) -> It
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(config.experiment)
     tags = dict(config.tags)
     if config.parent_run_id:
         tags["mlflow.parentRunId"] = config.parent_run_id
-    with mlflow.start_run(run_name=config.run_name, tags=tags, nested=bool(config.parent_run_id)) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id(uri, config.experiment),
+        run_name=config.run_name,
+        tags=tags,
+        nested=bool(config.parent_run_id),
+    ) as run:
         if params:
             flat = {k: (v if len(str(v)) <= 6000 else str(v)[:6000]) for k, v in flatten(params).items()}
             mlflow.log_params(flat)
