@@ -43,6 +43,9 @@ LOCAL_EVAL = {
     "generation": {"max_new_tokens": 96, "samples": 1, "dtype": "float32"},
 }
 PHASE_MAX_TOKENS = [224, 448]
+# The learner shape, given in-context copying first (see longrl.tiny_model): without it, no amount of
+# fine-tuning that fits a local run teaches the model to copy an answer out of a document.
+LOCAL_BASE_MODEL = {**LEARNER_SHAPE, "copy_pretraining_steps": 1000}
 # Held-out questions (seeds training never used) of the kinds and lengths the local data teaches: one-hop
 # founder questions and comparisons (musique), up to two hops with references written surname first,
 # which only the judge accepts (hotpotqa), and arithmetic over a revenue table (docmath).
@@ -58,12 +61,7 @@ def prepare_inputs(work: Path) -> dict[str, Any]:
     """The tiny model and generated data a local run trains and evaluates on."""
     model = work / "base-model"
     if not (model / "config.json").is_file():
-        build_tiny_model(
-            TinyModelConfig(
-                output_dir=str(model),
-                **LEARNER_SHAPE,
-            )
-        )
+        build_tiny_model(TinyModelConfig(output_dir=str(model), **LOCAL_BASE_MODEL))
     data = work / "data"
     task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320}
     if not (data / "sft.jsonl").is_file():

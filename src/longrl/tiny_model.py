@@ -6,10 +6,18 @@ tokenizer trained on generated documents, and a ChatML chat template whose gener
 opens ``<think>`` as reasoning models' templates do. ``<think>``/``</think>`` are single,
 non-special tokens so they survive ``skip_special_tokens`` decoding. vLLM's CPU backend rejects
 attention heads narrower than 32, so ``head_dim`` is at least 32.
+
+Random weights cannot copy text from their context, and the tasks here (a founder's name out of a
+document, an answer rewritten in another form) are all copying. ``copy_pretraining_steps`` gives the
+model what pretraining gives a real LLM first: in-context copying (induction heads). It learns to
+continue a span of random tokens that it saw earlier in the sequence; its accuracy at that jumps
+from ~0 to ~1 within about a thousand steps (~1 minute on two cores for the learner shape), and the
+model then learns to answer from a document in a few hundred fine-tuning steps instead of never.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, Field, model_validator
@@ -58,6 +66,12 @@ class TinyModelConfig(BaseModel):
         300, ge=10, description="Generated records the tokenizer is trained on"
     )
     seed: int = Field(0, description="Seed of the weights and of the tokenizer corpus")
+    copy_pretraining_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps of in-context copying practice (random token spans to repeat) before saving; "
+        "0 keeps the random weights",
+    )
 
     @model_validator(mode="after")
     def _heads_fit(self) -> TinyModelConfig:
@@ -122,6 +136,57 @@ def train_tokenizer(config: TinyModelConfig):
     return wrapped
 
 
+PRETRAINING_FILE = "pretraining.json"
+_COPY_BATCH = 32
+_COPY_SPAN = (4, 24)  # tokens in the span to repeat
+_COPY_GAP = 16  # at most this many other tokens between the span and its repeat
+_COPY_LEARNING_RATE = 1e-3
+
+
+def copy_batch(generator, vocab: tuple[int, int]):
+    """(tokens, targets): random spans, a random gap, the span again; only the repeat is a target (its
+    first token cannot be known, so the targets start at its second)."""
+    import torch
+
+    span = int(torch.randint(*_COPY_SPAN, (1,), generator=generator))
+    gap = int(torch.randint(0, _COPY_GAP, (1,), generator=generator))
+    first = torch.randint(*vocab, (_COPY_BATCH, span), generator=generator)
+    between = torch.randint(*vocab, (_COPY_BATCH, gap), generator=generator)
+    tokens = torch.cat([first, between, first], dim=1)
+    targets = torch.full_like(tokens, -100)
+    targets[:, -span + 1 :] = tokens[:, -span + 1 :]
+    return tokens, targets
+
+
+def pretrain_copying(model, vocab: tuple[int, int], steps: int, seed: int) -> dict[str, float]:
+    """Trains ``model`` to continue repeated spans; returns its copy accuracy over the last steps."""
+    import time
+
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_COPY_LEARNING_RATE, weight_decay=0.0)
+    started, recent = time.monotonic(), []
+    model.train()
+    for _ in range(steps):
+        tokens, targets = copy_batch(generator, vocab)
+        logits = model(input_ids=tokens).logits[:, :-1]
+        shifted = targets[:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        copied = logits.argmax(-1)[shifted != -100] == shifted[shifted != -100]
+        recent = [*recent[-49:], copied.float().mean().item()]
+    model.eval()
+    return {
+        "steps": steps,
+        "copy_accuracy": round(sum(recent) / len(recent), 4) if recent else 0.0,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def build_tiny_model(config: TinyModelConfig) -> Path:
     """Trains the tokenizer, initialises the model from a seed, saves both; returns the directory."""
     import torch
@@ -148,6 +213,11 @@ def build_tiny_model(config: TinyModelConfig) -> Path:
     model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if config.copy_pretraining_steps:
+        # Ordinary text tokens only: the special and reasoning tokens keep their roles.
+        vocab = (len(SPECIAL_TOKENS), tokenizer.vocab_size)
+        report = pretrain_copying(model, vocab, config.copy_pretraining_steps, config.seed)
+        (out / PRETRAINING_FILE).write_text(json.dumps(report, indent=2) + "\n")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

@@ -44,3 +44,29 @@ def test_same_seed_same_weights(tmp_path, tiny_model_dir) -> None:
     first = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     second = AutoModelForCausalLM.from_pretrained(again).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_copy_practice_repeats_a_span_and_targets_only_what_can_be_known() -> None:
+    from longrl.tiny_model import copy_batch
+
+    tokens, targets = copy_batch(torch.Generator().manual_seed(0), (3, 50))
+    known = targets != -100
+    span = int(known[0].sum()) + 1  # the repeat's first token is no target: nothing announces it
+    assert torch.equal(tokens[:, :span], tokens[:, -span:])
+    assert torch.equal(targets[known], tokens[known])
+    assert not known[:, :-span + 1].any()
+    assert ((tokens >= 3) & (tokens < 50)).all()
+
+
+def test_copy_pretraining_moves_the_weights_and_reports_its_accuracy(tmp_path, tiny_model_dir) -> None:
+    import json
+
+    from longrl.tiny_model import PRETRAINING_FILE, build_tiny_model
+
+    practised = build_tiny_model(TinyModelConfig(output_dir=str(tmp_path / "practised"), copy_pretraining_steps=3))
+    report = json.loads((practised / PRETRAINING_FILE).read_text())
+    assert report["steps"] == 3 and 0 <= report["copy_accuracy"] <= 1
+    first = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    second = AutoModelForCausalLM.from_pretrained(practised).state_dict()
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+    assert not (tiny_model_dir / PRETRAINING_FILE).exists()
