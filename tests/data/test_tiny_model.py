@@ -54,7 +54,7 @@ def test_copy_practice_repeats_a_span_and_targets_only_what_can_be_known() -> No
     span = int(known[0].sum()) + 1  # the repeat's first token is no target: nothing announces it
     assert torch.equal(tokens[:, :span], tokens[:, -span:])
     assert torch.equal(targets[known], tokens[known])
-    assert not known[:, :-span + 1].any()
+    assert not known[:, : -span + 1].any()
     assert ((tokens >= 3) & (tokens < 50)).all()
 
 
@@ -63,7 +63,9 @@ def test_copy_pretraining_moves_the_weights_and_reports_its_accuracy(tmp_path, t
 
     from longrl.tiny_model import PRETRAINING_FILE, build_tiny_model
 
-    practised = build_tiny_model(TinyModelConfig(output_dir=str(tmp_path / "practised"), copy_pretraining_steps=3))
+    practised = build_tiny_model(
+        TinyModelConfig(output_dir=str(tmp_path / "practised"), copy_pretraining_steps=3)
+    )
     report = json.loads((practised / PRETRAINING_FILE).read_text())
     assert report["steps"] == 3 and 0 <= report["copy_accuracy"] <= 1
     first = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()

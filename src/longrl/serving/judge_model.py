@@ -284,7 +284,8 @@ def judge_step(
     result = build_judge(config)
     served = result["accuracy"] >= config.min_accuracy
     storage.write_text(
-        storage.join(config.output_dir, RESULT_FILE), json.dumps({**result, "served": served}, indent=2) + "\n"
+        storage.join(config.output_dir, RESULT_FILE),
+        json.dumps({**result, "served": served}, indent=2) + "\n",
     )
     if not served:
         logger.warning(
