@@ -23,37 +23,49 @@ from longrl.tiny_model import LEARNER_SHAPE, TinyModelConfig, build_tiny_model
 
 # CPU-sized overrides on top of the 'tiny' preset: minutes, not hours.
 LOCAL_SFT = {
-    "max_steps": 200,
+    "max_steps": 500,
     "per_device_train_batch_size": 16,
     "learning_rate": 2e-3,
-    "save_steps": 50,
+    "lr_scheduler_type": "constant",  # held-out answers come late (a phase change near step 300): no decay
+    "save_steps": 200,
     "validation_max_examples": 24,
 }
 LOCAL_RL = {
-    "max_steps": 8,
-    "save_steps": 4,
+    "max_steps": 4,
+    "save_steps": 2,
     "train_batch_prompts": 4,
     "generation_batch_prompts": 4,
     "validation_max_examples": 24,
-    "learning_rate": 2e-4,
+    "learning_rate": 1e-5,
 }
 LOCAL_EVAL = {
     "max_input_tokens": 512,
     "max_examples": 12,
     "generation": {"max_new_tokens": 96, "samples": 1, "dtype": "float32"},
 }
-PHASE_MAX_TOKENS = [224, 448]
+PHASE_MAX_TOKENS = [320, 448]
 # The learner shape, given in-context copying first (see longrl.tiny_model): without it, no amount of
 # fine-tuning that fits a local run teaches the model to copy an answer out of a document.
 LOCAL_BASE_MODEL = {**LEARNER_SHAPE, "copy_pretraining_steps": 1000}
-# Held-out questions (seeds training never used) of the kinds and lengths the local data teaches: one-hop
-# founder questions and comparisons (musique), up to two hops with references written surname first,
-# which only the judge accepts (hotpotqa), and arithmetic over a revenue table (docmath).
-_TRAINED_LENGTHS = {"doc_tokens_min": 32, "doc_tokens_max": 320}
+# What a local run can teach a 2-layer model in a few CPU minutes: founder and founding-year questions
+# over short company histories (copying a name or a year out of the document). SFT sees one hop; RL also
+# two and longer documents (the curriculum's second phase), with half the references written surname first, which only the judge accepts.
+_TRAINED_LENGTHS = {"doc_tokens_min": 32, "doc_tokens_max": 200, "distractors": 2}
+LOCAL_SFT_DATA = {"kinds": ["multihop"], "max_hops": 1, **_TRAINED_LENGTHS}
+LOCAL_RL_DATA = {
+    "kinds": ["multihop"],
+    "max_hops": 2,
+    "alternate_references": 0.5,
+    "doc_tokens_min": 32,
+    "doc_tokens_max": 320,
+}
+# Held-out questions (seeds training never used): the taught kind (musique), two hops with references
+# written surname first (hotpotqa), and arithmetic over a revenue table, which the local run does not
+# teach (docmath: an honest 0 beside the others).
 LOCAL_BENCHMARKS: dict[str, dict[str, Any]] = {
     "musique": {"kinds": ["multihop"], "max_hops": 1, **_TRAINED_LENGTHS},
     "hotpotqa": {"kinds": ["multihop"], "max_hops": 2, "alternate_references": 1.0, **_TRAINED_LENGTHS},
-    "docmath": {"kinds": ["docmath"], **_TRAINED_LENGTHS},
+    "docmath": {"kinds": ["docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320},
 }
 
 
@@ -63,16 +75,13 @@ def prepare_inputs(work: Path) -> dict[str, Any]:
     if not (model / "config.json").is_file():
         build_tiny_model(TinyModelConfig(output_dir=str(model), **LOCAL_BASE_MODEL))
     data = work / "data"
-    task = {"kinds": ["multihop", "choice", "docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320}
     if not (data / "sft.jsonl").is_file():
-        generate(GenerateConfig(output=str(data / "sft.jsonl"), num_records=960, sft=True, seed=1, **task))
-        # Half the founder questions' references name the person surname first: right answers the rule
-        # check misses and the judge accepts (judge/yes in the RL phases' metrics).
         generate(
             GenerateConfig(
-                output=str(data / "rl.jsonl"), num_records=400, seed=2, alternate_references=0.5, **task
+                output=str(data / "sft.jsonl"), num_records=6400, sft=True, seed=1, **LOCAL_SFT_DATA
             )
         )
+        generate(GenerateConfig(output=str(data / "rl.jsonl"), num_records=400, seed=2, **LOCAL_RL_DATA))
     benchmarks = {}
     for name, settings in LOCAL_BENCHMARKS.items():
         path = data / "eval" / f"{name}.jsonl"

