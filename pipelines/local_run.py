@@ -47,25 +47,21 @@ PHASE_MAX_TOKENS = [320, 448]
 # The learner shape, given in-context copying first (see longrl.tiny_model): without it, no amount of
 # fine-tuning that fits a local run teaches the model to copy an answer out of a document.
 LOCAL_BASE_MODEL = {**LEARNER_SHAPE, "copy_pretraining_steps": 1000}
-# What a local run can teach a 2-layer model in a few CPU minutes: founder and founding-year questions
-# over short company histories (copying a name or a year out of the document). SFT sees one hop; RL also
-# two and longer documents (the curriculum's second phase), with half the references written surname first, which only the judge accepts.
+# What a local run can teach a 2-layer model in a few CPU minutes: founder questions and founding-date
+# comparisons over short company histories (copying a name out of the document). SFT sees one hop; RL also
+# two hops and longer documents (the curriculum's second phase), with half the references written surname
+# first, which only the judge accepts.
 _TRAINED_LENGTHS = {"doc_tokens_min": 32, "doc_tokens_max": 200, "distractors": 2}
+_RL_LENGTHS = {"doc_tokens_min": 32, "doc_tokens_max": 320}
 LOCAL_SFT_DATA = {"kinds": ["multihop"], "max_hops": 1, **_TRAINED_LENGTHS}
-LOCAL_RL_DATA = {
-    "kinds": ["multihop"],
-    "max_hops": 2,
-    "alternate_references": 0.5,
-    "doc_tokens_min": 32,
-    "doc_tokens_max": 320,
-}
+LOCAL_RL_DATA = {"kinds": ["multihop"], "max_hops": 2, "alternate_references": 0.5, **_RL_LENGTHS}
 # Held-out questions (seeds training never used): the taught kind (musique), two hops with references
 # written surname first (hotpotqa), and arithmetic over a revenue table, which the local run does not
 # teach (docmath: an honest 0 beside the others).
 LOCAL_BENCHMARKS: dict[str, dict[str, Any]] = {
     "musique": {"kinds": ["multihop"], "max_hops": 1, **_TRAINED_LENGTHS},
     "hotpotqa": {"kinds": ["multihop"], "max_hops": 2, "alternate_references": 1.0, **_TRAINED_LENGTHS},
-    "docmath": {"kinds": ["docmath"], "doc_tokens_min": 32, "doc_tokens_max": 320},
+    "docmath": {"kinds": ["docmath"], **_RL_LENGTHS},
 }
 
 

@@ -160,13 +160,14 @@ def copy_batch(generator, vocab: tuple[int, int]):
 
 def pretrain_copying(model, vocab: tuple[int, int], steps: int, seed: int) -> dict[str, float]:
     """Trains ``model`` to continue repeated spans; returns its copy accuracy over the last steps."""
+    import collections
     import time
 
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=_COPY_LEARNING_RATE, weight_decay=0.0)
-    started, recent = time.monotonic(), []
+    started, recent = time.monotonic(), collections.deque(maxlen=50)
     model.train()
     for _ in range(steps):
         tokens, targets = copy_batch(generator, vocab)
@@ -177,8 +178,8 @@ def pretrain_copying(model, vocab: tuple[int, int], steps: int, seed: int) -> di
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        copied = logits.argmax(-1)[shifted != -100] == shifted[shifted != -100]
-        recent = [*recent[-49:], copied.float().mean().item()]
+        known = shifted != -100
+        recent.append((logits.argmax(-1)[known] == shifted[known]).float().mean().item())
     model.eval()
     return {
         "steps": steps,
