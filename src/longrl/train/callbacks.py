@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from longrl import storage
 from longrl.curriculum import DifficultyRecorder
 from longrl.tracking import MetricsSink
-from longrl.train.checkpoints import checkpoint_dir, patient_group
+from longrl.train.checkpoints import COMPLETE_MARKER, checkpoint_dir, patient_group, wait_for_all_ranks
 
 DIFFICULTY_STATE_FILE = "difficulty_state.json"
 
@@ -100,3 +100,14 @@ def restore_difficulty(recorder: DifficultyRecorder, checkpoint: str | None) -> 
         saved_rank = path.name.removeprefix(f"{DIFFICULTY_STATE_FILE}.rank")
         if path.name == DIFFICULTY_STATE_FILE or saved_rank.isdigit():
             recorder.merge({k: tuple(v) for k, v in json.loads(path.read_text()).items()})
+
+
+class MarkCheckpointComplete(TrainerCallback):
+    """After every rank has saved its part of a checkpoint, marks it complete (rank 0)."""
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        wait_for_all_ranks()
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
+        if state.is_world_process_zero and checkpoint.is_dir():
+            storage.write_text(str(checkpoint / COMPLETE_MARKER), f"{state.global_step}\n")
+        wait_for_all_ranks()

@@ -1,10 +1,11 @@
 """Where a step keeps its checkpoints, and which one a restarted step resumes from.
 
 A checkpoint is written by every rank (each rank's DeepSpeed shards and RNG state; rank 0's model,
-optimizer, trainer state and the difficulty record gathered from every rank). ``MarkCheckpointComplete`` waits until every
-rank has finished its part and then drops ``COMPLETE_MARKER`` into the directory: only marked
-checkpoints are resumed from, so a kill in the middle of a save never leaves a half checkpoint
-that looks whole.
+optimizer, trainer state and the difficulty record gathered from every rank).
+``longrl.train.callbacks.MarkCheckpointComplete`` waits until every rank has finished its part and
+then drops ``COMPLETE_MARKER`` into the directory: only marked checkpoints are resumed from, so a
+kill in the middle of a save never leaves a half checkpoint that looks whole. This module imports
+no ML library: every pipeline step reads its names.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
-
-from longrl import storage
 
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_DIR = "model"
@@ -63,14 +60,3 @@ def wait_for_all_ranks(group: Any = None) -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier(group=group)
-
-
-class MarkCheckpointComplete(TrainerCallback):
-    """After every rank has saved its part of a checkpoint, marks it complete (rank 0)."""
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        wait_for_all_ranks()
-        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
-        if state.is_world_process_zero and checkpoint.is_dir():
-            storage.write_text(str(checkpoint / COMPLETE_MARKER), f"{state.global_step}\n")
-        wait_for_all_ranks()

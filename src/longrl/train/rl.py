@@ -29,11 +29,11 @@ from longrl.rewards import HybridReward, LLMJudge
 from longrl.tracking import MetricsSink
 from longrl.train.callbacks import (
     DifficultyCheckpointCallback,
+    MarkCheckpointComplete,
     MetricsCallback,
     gather_difficulty,
     restore_difficulty,
 )
-from longrl.train.checkpoints import MarkCheckpointComplete
 from longrl.train.common import (
     check_sharding,
     finish,

@@ -16,8 +16,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from longrl.tracking import MetricsSink
-from longrl.train.callbacks import MetricsCallback
-from longrl.train.checkpoints import MarkCheckpointComplete
+from longrl.train.callbacks import MarkCheckpointComplete, MetricsCallback
 from longrl.train.common import (
     check_sharding,
     finish,
