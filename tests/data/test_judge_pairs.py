@@ -74,7 +74,7 @@ def test_a_row_is_the_rewards_judge_prompt_and_a_reply_the_parser_reads(tiny_tok
         assert row["prompt"] == tiny_tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
-        assert row["completion"] == judge_reply(pair)
+        assert row["completion"] == judge_reply(pair, tiny_tokenizer)
         assert parse_verdict(row["completion"]) is pair.equivalent
         assert "</think>" in row["completion"]
 
@@ -84,3 +84,16 @@ def test_held_out_pairs_are_not_training_pairs() -> None:
     training = {key(p) for p in judge_pairs(3000, seed=0)}
     held_out = [key(p) for p in judge_pairs(280, seed=1000)]
     assert sum(k in training for k in held_out) <= 2
+
+
+def test_the_reply_marks_where_answer_2_first_parts_from_answer_1(tiny_tokenizer) -> None:
+    for pair in judge_pairs(20 * len(FAMILIES), seed=4):
+        reply = judge_reply(pair, tiny_tokenizer)
+        written = reply.split("answer 2 means", 1)[1].split(";", 1)[0]
+        if pair.equivalent:
+            assert "|" not in written and written.strip() == pair.reference_means
+            continue
+        assert written.count("|") == 1 and written.replace("|", "").strip() == pair.reference_means
+        agreed = written.split("|")[0].strip()
+        assert pair.prediction_means.startswith(agreed) and pair.reference_means.startswith(agreed)
+        assert reply.endswith("different answers.\n</think>\n\n[[NO]]")

@@ -11,7 +11,8 @@ syllable, a day or a year off. Pair ``i`` depends only on (seed, i).
 
 ``judge_training_row`` renders a pair as the reward sends it (``longrl.rewards.judge.judge_messages``
 through the model's chat template) and the reply the judge's parser reads: a short explanation
-that names what both answers mean in one canonical form, then the final ``[[YES]]`` / ``[[NO]]``.
+that names what both answers mean in one canonical form (the second marked where it first parts from
+the first), then the final ``[[YES]]`` / ``[[NO]]``.
 """
 
 from __future__ import annotations
@@ -398,12 +399,31 @@ def judge_pairs(num_pairs: int, seed: int, families: tuple[Family, ...] = FAMILI
 # ----- the judge's reply ----------------------------------------------------------------------------
 
 
-def judge_reply(pair: JudgePair) -> str:
-    """What the judge should answer: both answers in one form, whether they agree, the final verdict."""
+def _marked(tokenizer: Any, means: str, other: str) -> str:
+    """`` {means};`` with ``|`` where its tokens first part from those of `` {other};`` (no mark if none do)."""
+    mine = tokenizer(f" {means};", add_special_tokens=False)["input_ids"]
+    theirs = tokenizer(f" {other};", add_special_tokens=False)["input_ids"]
+    parted = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+    if parted is None and len(mine) == len(theirs):
+        return tokenizer.decode(mine)
+    parted = min(len(mine), len(theirs)) if parted is None else parted
+    return tokenizer.decode(mine[:parted]) + "|" + tokenizer.decode(mine[parted:])
+
+
+def judge_reply(pair: JudgePair, tokenizer: Any) -> str:
+    """What the judge should answer: both answers in one form, the second marked with ``|`` where it first
+    parts from the first, whether they agree, the final verdict.
+
+    The mark is what makes the comparison learnable for a small model: writing answer 2's form token by
+    token, it sees (by in-context copying) what answer 1's form has next, and a mismatch shows as a token it
+    writes; the verdict then only needs to notice a mark. Without it, a 2-layer judge learned both forms but
+    never the comparison (held-out accuracy 0.51 after 1,200 steps; 0.76 with the mark).
+    """
     agreement = "the same answer" if pair.equivalent else "different answers"
     verdict = "[[YES]]" if pair.equivalent else "[[NO]]"
+    marked = _marked(tokenizer, pair.reference_means, pair.prediction_means)
     return (
-        f"Answer 1 means {pair.prediction_means}; answer 2 means {pair.reference_means}: {agreement}.\n"
+        f"Answer 1 means {pair.prediction_means}; answer 2 means{marked} {agreement}.\n"
         f"</think>\n\n{verdict}"
     )
 
@@ -420,7 +440,7 @@ def judge_training_row(tokenizer: Any, pair: JudgePair) -> dict[str, Any]:
     )
     return {
         "prompt": prompt,
-        "completion": judge_reply(pair),
+        "completion": judge_reply(pair, tokenizer),
         "family": pair.family,
         "equivalent": pair.equivalent,
     }
