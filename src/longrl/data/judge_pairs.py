@@ -403,10 +403,10 @@ def _marked(tokenizer: Any, means: str, other: str) -> str:
     """`` {means};`` with ``|`` where its tokens first part from those of `` {other};`` (no mark if none do)."""
     mine = tokenizer(f" {means};", add_special_tokens=False)["input_ids"]
     theirs = tokenizer(f" {other};", add_special_tokens=False)["input_ids"]
-    parted = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
-    if parted is None and len(mine) == len(theirs):
+    shared = min(len(mine), len(theirs))
+    parted = next((i for i in range(shared) if mine[i] != theirs[i]), shared)
+    if parted == len(mine) == len(theirs):
         return tokenizer.decode(mine)
-    parted = min(len(mine), len(theirs)) if parted is None else parted
     return tokenizer.decode(mine[:parted]) + "|" + tokenizer.decode(mine[parted:])
 
 
@@ -423,8 +423,7 @@ def judge_reply(pair: JudgePair, tokenizer: Any) -> str:
     verdict = "[[YES]]" if pair.equivalent else "[[NO]]"
     marked = _marked(tokenizer, pair.reference_means, pair.prediction_means)
     return (
-        f"Answer 1 means {pair.prediction_means}; answer 2 means{marked} {agreement}.\n"
-        f"</think>\n\n{verdict}"
+        f"Answer 1 means {pair.prediction_means}; answer 2 means{marked} {agreement}.\n</think>\n\n{verdict}"
     )
 
 
