@@ -31,7 +31,7 @@ BENCH_DIR ?= build/bench
 BENCH_ARGS ?=
 
 .PHONY: help install run test test-fast learning-check compile submit-pipeline upload-pipeline \
-	schedule-pipeline templates deploy deploy-kuberay pin-images images bench bench-compare lint lock lock-images clean
+	schedule-pipeline templates deploy deploy-kuberay pin-images images bench bench-compare lint format lock lock-images clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -103,6 +103,10 @@ images: ## build the trainer (trl, verl), verifier and pipeline images (needs a 
 lint: install ## ruff over the code
 	$(PY) -m ruff check src components pipelines tests
 	$(PY) -m ruff format --check src components pipelines tests
+
+format: install ## ruff's fixes and formatting applied to the code (what 'make lint' checks)
+	$(PY) -m ruff check --fix src components pipelines tests
+	$(PY) -m ruff format src components pipelines tests
 
 lock: ## re-resolve pyproject's pins into requirements/cpu.lock
 	bash scripts/lock.sh

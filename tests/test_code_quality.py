@@ -15,6 +15,16 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_is_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *CODE_DIRS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, "run 'make format':\n" + result.stdout + result.stderr
+
+
 def test_the_steps_module_imports_no_ml_library() -> None:
     """Every pipeline step imports ``longrl.steps`` first: torch, transformers and friends there cost each
     step ~7 s on two cores before it does anything (the heavy steps import them where they need them)."""

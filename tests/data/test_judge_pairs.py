@@ -86,14 +86,13 @@ def test_held_out_pairs_are_not_training_pairs() -> None:
     assert sum(k in training for k in held_out) <= 2
 
 
-def test_the_reply_marks_where_answer_2_first_parts_from_answer_1(tiny_tokenizer) -> None:
+def test_the_reply_marks_where_answer_2_first_parts_from_answer_1_and_stops_there(tiny_tokenizer) -> None:
     for pair in judge_pairs(20 * len(FAMILIES), seed=4):
-        reply = judge_reply(pair, tiny_tokenizer)
-        written = reply.split("answer 2 means", 1)[1].split(";", 1)[0]
+        after = judge_reply(pair, tiny_tokenizer).split("answer 2 means", 1)[1]
         if pair.equivalent:
-            assert "|" not in written and written.strip() == pair.reference_means
+            assert after == f" {pair.reference_means}; the same answer.\n</think>\n\n[[YES]]"
             continue
-        assert written.count("|") == 1 and written.replace("|", "").strip() == pair.reference_means
-        agreed = written.split("|")[0].strip()
+        agreed, rest = after.split("|", 1)
+        assert rest == " different answers.\n</think>\n\n[[NO]]"
+        agreed = agreed.strip()
         assert pair.prediction_means.startswith(agreed) and pair.reference_means.startswith(agreed)
-        assert reply.endswith("different answers.\n</think>\n\n[[NO]]")

@@ -109,3 +109,37 @@ def test_degenerate_groups_have_exactly_zero_advantage(trainer) -> None:
     for batch in Capturing.batches:
         for group in batch["advantages"].view(-1, GROUP):
             assert group.abs().max() < 1e-6 or group.abs().max() > 0.1
+
+
+def test_on_cpu_the_fused_lm_head_projects_only_labelled_positions_and_computes_the_same(
+    tiny_model_dir, monkeypatch
+) -> None:
+    import torch
+    import trl.trainer.utils as trl_utils
+    from transformers import AutoModelForCausalLM
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer.utils import add_fused_lm_head
+
+    from longrl.train.common import compact_fused_lm_head_on_cpu
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    ids = torch.randint(10, 200, (2, 40), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[:, -5:] = ids[:, -5:]  # a long prompt, a short answer: 10 labelled next tokens of 78
+    projected = []
+    apply = ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        projected.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(ChunkedLogProbFunction, "apply", counting)
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+    with torch.no_grad():
+        everywhere = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        compact_fused_lm_head_on_cpu()
+        compacted = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert projected == [78, 10]
+    for field in ("loss", "log_probs", "entropy", "is_top1"):
+        torch.testing.assert_close(getattr(compacted, field), getattr(everywhere, field))

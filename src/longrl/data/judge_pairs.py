@@ -11,8 +11,8 @@ syllable, a day or a year off. Pair ``i`` depends only on (seed, i).
 
 ``judge_training_row`` renders a pair as the reward sends it (``longrl.rewards.judge.judge_messages``
 through the model's chat template) and the reply the judge's parser reads: a short explanation
-that names what both answers mean in one canonical form (the second marked where it first parts from
-the first), then the final ``[[YES]]`` / ``[[NO]]``.
+that names what both answers mean in one canonical form (the second only up to where it first parts
+from the first, marked there), then the final ``[[YES]]`` / ``[[NO]]``.
 """
 
 from __future__ import annotations
@@ -400,24 +400,27 @@ def judge_pairs(num_pairs: int, seed: int, families: tuple[Family, ...] = FAMILI
 
 
 def _marked(tokenizer: Any, means: str, other: str) -> str:
-    """`` {means};`` with ``|`` where its tokens first part from those of `` {other};`` (no mark if none do)."""
+    """`` {means};`` up to where its tokens first part from those of `` {other};``, then ``|`` (the whole
+    of it, unmarked, if they never part)."""
     mine = tokenizer(f" {means};", add_special_tokens=False)["input_ids"]
     theirs = tokenizer(f" {other};", add_special_tokens=False)["input_ids"]
     shared = min(len(mine), len(theirs))
     parted = next((i for i in range(shared) if mine[i] != theirs[i]), shared)
     if parted == len(mine) == len(theirs):
         return tokenizer.decode(mine)
-    return tokenizer.decode(mine[:parted]) + "|" + tokenizer.decode(mine[parted:])
+    return tokenizer.decode(mine[:parted]) + "|"
 
 
 def judge_reply(pair: JudgePair, tokenizer: Any) -> str:
-    """What the judge should answer: both answers in one form, the second marked with ``|`` where it first
-    parts from the first, whether they agree, the final verdict.
+    """What the judge should answer: both answers in one form, the second written only up to where it first
+    parts from the first and marked there with ``|``, whether they agree, the final verdict.
 
     The mark is what makes the comparison learnable for a small model: writing answer 2's form token by
-    token, it sees (by in-context copying) what answer 1's form has next, and a mismatch shows as a token it
-    writes; the verdict then only needs to notice a mark. Without it, a 2-layer judge learned both forms but
-    never the comparison (held-out accuracy 0.51 after 1,200 steps; 0.76 with the mark).
+    token, it sees (by in-context copying) what answer 1's form has next, and a mismatch shows as the mark
+    it writes instead. The agreement then follows from the token just before it (``|`` or ``;``), so the
+    verdict cannot contradict the comparison. Without a mark, a 2-layer judge learned both forms but never
+    the comparison (held-out accuracy 0.51 after 1,200 steps); with the mark followed by the rest of answer
+    2's form, 0.76, but its verdict often ignored its own mark; stopping at the mark, 0.78 in 20% less time.
     """
     agreement = "the same answer" if pair.equivalent else "different answers"
     verdict = "[[YES]]" if pair.equivalent else "[[NO]]"

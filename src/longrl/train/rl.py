@@ -36,6 +36,7 @@ from longrl.train.callbacks import (
 )
 from longrl.train.common import (
     check_sharding,
+    compact_fused_lm_head_on_cpu,
     finish,
     prepare_distributed,
     resume_point,
@@ -156,6 +157,7 @@ def run_rl(config: RLStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> d
     if not rows:
         raise ValueError(f"phase {config.phase} has no training examples in {config.train_file}")
     prepare_distributed(config)
+    compact_fused_lm_head_on_cpu()
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     recorder = DifficultyRecorder()
     sink = MetricsSink(out, config.tracking)

@@ -19,6 +19,7 @@ from longrl.tracking import MetricsSink
 from longrl.train.callbacks import MarkCheckpointComplete, MetricsCallback
 from longrl.train.common import (
     check_sharding,
+    compact_fused_lm_head_on_cpu,
     finish,
     prepare_distributed,
     resume_point,
@@ -74,6 +75,7 @@ def sft_arguments(config: SFTStepConfig, eos_token: str | None) -> SFTConfig:
 def run_sft(config: SFTStepConfig, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
     """Trains, saves ``output_dir/model`` and returns the step's result (also in result.json)."""
     prepare_distributed(config)
+    compact_fused_lm_head_on_cpu()
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     args = sft_arguments(config, tokenizer.eos_token)  # before the model: ZeRO-3 partitions it at load
     sink = MetricsSink(config.output_dir, config.tracking)
