@@ -117,7 +117,7 @@ def test_on_cpu_the_fused_lm_head_projects_only_labelled_positions_and_computes_
     import torch
     import trl.trainer.utils as trl_utils
     from transformers import AutoModelForCausalLM
-    from trl.kernels import ChunkedLogProbFunction
+    from trl.kernels import ChunkedLogProbFunction, chunked_logprob
     from trl.trainer.utils import add_fused_lm_head
 
     from longrl.train.common import compact_fused_lm_head_on_cpu
@@ -135,7 +135,8 @@ def test_on_cpu_the_fused_lm_head_projects_only_labelled_positions_and_computes_
         return apply(hidden, *args)
 
     monkeypatch.setattr(ChunkedLogProbFunction, "apply", counting)
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+    # as TRL ships it, whether or not a training step in this process already compacted it (undone after)
+    monkeypatch.setattr(trl_utils, "_use_triton", chunked_logprob._use_triton)
     with torch.no_grad():
         everywhere = model(input_ids=ids, labels=labels, fused_lm_head=True)
         compact_fused_lm_head_on_cpu()
