@@ -4,23 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = [d for d in ("src", "components", "pipelines", "tests") if (ROOT / d).is_dir()]
 
 
-def test_ruff_is_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_is_clean(command: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", *CODE_DIRS], cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_ruff_format_is_clean() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--check", *CODE_DIRS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "ruff", *command, *CODE_DIRS], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, "run 'make format':\n" + result.stdout + result.stderr
 

@@ -72,16 +72,12 @@ def compact_fused_lm_head_on_cpu() -> None:
     ``trl.trainer.utils`` calls; its kernels keep their own.
     """
     import trl.trainer.utils as trl_utils
-    from trl.kernels import chunked_logprob
-
-    if getattr(trl_utils._use_triton, "compacts_on_cpu", False):
-        return
+    from trl.kernels.chunked_logprob import _use_triton as triton_runs
 
     def compact(device: torch.device) -> bool:
-        return device.type == "cpu" or chunked_logprob._use_triton(device)
+        return device.type == "cpu" or triton_runs(device)
 
-    compact.compacts_on_cpu = True  # type: ignore[attr-defined]
-    trl_utils._use_triton = compact
+    trl_utils._use_triton = compact  # wraps the kernels' own decision, so calling this again changes nothing
 
 
 def kernel_arguments(config: TrainingConfig) -> dict[str, Any]:
