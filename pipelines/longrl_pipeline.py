@@ -126,7 +126,8 @@ PARAMETERS = {
     "reward": str(RLStepConfig.model_fields["reward"].description),
     "verifier_mode": "Where the judge is served: kubernetes (Deployment), local (a process), none (rule reward only)",
     "verifier_model": "Judge model served by vLLM (hub name or s3:// URI)",
-    "train_judge": "Serve a tiny judge trained in the run on generated equivalence pairs instead of verifier_model "
+    "train_judge": "Serve a tiny judge trained in the run (from the warm-up SFT model) on generated equivalence "
+    "pairs instead of verifier_model "
     "(CPU runs without a judge to download; see longrl.serving.judge_model)",
     "verifier_max_model_len": str(VerifierConfig.model_fields["max_model_len"].description),
     "verifier_gpus": "GPUs of the judge's server",
@@ -273,8 +274,20 @@ def longrl_pipeline(
             name="rl",
             **tracked,
         ).set_display_name("prepare RL data")
+        sft = train_sft(
+            base_model=base_model,
+            data=sft_data_task.outputs["data"],
+            validation_data=rl_data_task.outputs["data"],
+            preset=preset,
+            overrides=sft_overrides,
+            **placement,
+            **tracked,
+        ).set_display_name("warm-up SFT")
+        # A judge trained here starts from the SFT model (it learns in half the steps there). So the verifier
+        # starts after SFT even for a configured judge: a KFP If/Else joined by dsl.OneOf depends on SFT all
+        # the same. On a cluster, RL phase 1 waits for the verifier to load.
         judge = build_judge(
-            base_model=base_model, verifier_model=verifier_model, train=train_judge, **tracked
+            start_from=sft.outputs["model"], verifier_model=verifier_model, train=train_judge, **tracked
         ).set_display_name("build judge")
         served_judge = judge.outputs["Output"]  # verifier_model, or the judge trained here
         verifier = start_verifier(
@@ -287,15 +300,6 @@ def longrl_pipeline(
             cluster=cluster,
         ).set_display_name("start verifier")
         verifier.after(rl_data_task)
-        sft = train_sft(
-            base_model=base_model,
-            data=sft_data_task.outputs["data"],
-            validation_data=rl_data_task.outputs["data"],
-            preset=preset,
-            overrides=sft_overrides,
-            **placement,
-            **tracked,
-        ).set_display_name("warm-up SFT")
         latest = sft.outputs["model"]
         judged = {
             "verifier_mode": verifier_mode,

@@ -263,7 +263,9 @@ def start_verifier_step(
 
     if not model:  # the judge step found no judge worth serving: the steps keep the rule reward
         return record_no_verifier(_pid_file(kfp_run_id), "no judge model to serve")["base_url"]
-    record = start_detached(verifier, _pid_file(kfp_run_id), watch_pid=watch_pid)
+    # A local run makes a few hundred judge calls: compiling the model would take longer than they do.
+    local = verifier.model_copy(update={"enforce_eager": True})
+    record = start_detached(local, _pid_file(kfp_run_id), watch_pid=watch_pid)
     return record["base_url"]
 
 

@@ -64,6 +64,11 @@ def test_the_verifier_serves_what_the_judge_step_chose_and_the_judged_steps_name
     built = inner["build-judge"]["inputs"]["parameters"]
     assert built["train"]["componentInputParameter"] == "pipelinechannel--train_judge"
     assert built["verifier_model"]["componentInputParameter"] == "pipelinechannel--verifier_model"
+    start_from = inner["build-judge"]["inputs"]["artifacts"]["start_from"]["taskOutputArtifact"]
+    assert start_from == {
+        "outputArtifactKey": "model",
+        "producerTask": "train-sft",
+    }  # a judge learns from SFT
     evaluation = inner["evaluate-model"]["inputs"]
     assert evaluation["artifacts"]["sft"]["taskOutputArtifact"]["producerTask"] == "train-sft"
     assert evaluation["parameters"]["stages"]["componentInputParameter"] == "pipelinechannel--eval_stages"

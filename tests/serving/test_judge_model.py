@@ -10,8 +10,9 @@ from longrl.serving.judge_model import (
     JudgeBuildConfig,
     _token_rows,
     build_judge,
+    configured_judge,
     judge_accuracy,
-    judge_step,
+    trained_judge,
 )
 
 
@@ -36,9 +37,8 @@ def test_training_rows_share_the_system_prompt_and_keep_every_token(tiny_tokeniz
 
 
 def test_without_training_the_configured_judge_is_served(tmp_path) -> None:
-    config = JudgeBuildConfig(base_model="base", output_dir=str(tmp_path / "judge"))
-    served, result = judge_step(False, "Qwen/Qwen2.5-1.5B-Instruct", config)
-    assert (served, result) == ("Qwen/Qwen2.5-1.5B-Instruct", None)
+    served = configured_judge("Qwen/Qwen2.5-1.5B-Instruct", str(tmp_path / "judge"))
+    assert served == "Qwen/Qwen2.5-1.5B-Instruct"
     assert json.loads((tmp_path / "judge" / RESULT_FILE).read_text()) == {"served_model": served}
 
 
@@ -63,8 +63,8 @@ def test_a_judge_measured_below_the_bar_is_not_served_and_a_rebuild_reuses_it(
     assert set(result["by_family"]) == set(FAMILIES)
     assert (output / "model" / "config.json").is_file()
     assert build_judge(config) == result  # built once: the same config finds it done
-    served, again = judge_step(True, "unused", config.model_copy(update={"min_accuracy": 1.01}))
+    served, again = trained_judge(config.model_copy(update={"min_accuracy": 1.01}))
     assert served == "" and again["accuracy"] == result["accuracy"]
     assert json.loads((output / RESULT_FILE).read_text())["served"] is False
-    served, _ = judge_step(True, "unused", config.model_copy(update={"min_accuracy": 0.0}))
+    served, _ = trained_judge(config.model_copy(update={"min_accuracy": 0.0}))
     assert served == str(output / "model")

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_serves_the_tiny_model_and_returns_verdicts(tiny_model_dir, tmp_path) -> None:
-    config = VerifierConfig(model=str(tiny_model_dir), max_model_len=1024, dtype="float32")
+    config = VerifierConfig(
+        model=str(tiny_model_dir), max_model_len=1024, dtype="float32", enforce_eager=True
+    )
     server = LocalVerifier(config, tmp_path / "verifier.log")
     with server as endpoint:
         assert endpoint.startswith("http://127.0.0.1:")
@@ -38,7 +40,9 @@ def test_serves_the_tiny_model_and_returns_verdicts(tiny_model_dir, tmp_path) ->
     assert server.process.poll() is not None  # shut down with the block
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert "Application startup complete" in (tmp_path / "verifier.log").read_text()  # the log was captured
+    log = (tmp_path / "verifier.log").read_text()
+    assert "Application startup complete" in log  # the log was captured
+    assert "'enforce_eager': True" in log and "Warming up model for the compilation" not in log
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path) -> None:

@@ -18,6 +18,11 @@ class VerifierConfig(BaseModel):
     cpu_kv_cache_gib: int = Field(
         1, ge=1, description="KV cache size on CPU servers, in GiB (VLLM_CPU_KVCACHE_SPACE)"
     )
+    enforce_eager: bool = Field(
+        False,
+        description="Skip torch.compile (and CUDA graphs): a start ~20 s shorter on a CPU, slower decoding "
+        "(the local verifier's choice, where it serves a tiny judge)",
+    )
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments")
     startup_timeout_s: float = Field(900.0, gt=0, description="Give up if the server is not ready by then")
 
@@ -40,4 +45,5 @@ class VerifierConfig(BaseModel):
             "--dtype": self.dtype,
             "--gpu-memory-utilization": str(self.gpu_memory_utilization),
         }
-        return [*(item for pair in options.items() for item in pair), *self.extra_args]
+        eager = ["--enforce-eager"] if self.enforce_eager else []
+        return [*(item for pair in options.items() for item in pair), *eager, *self.extra_args]

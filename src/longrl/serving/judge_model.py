@@ -1,12 +1,13 @@
-"""A judge that works offline: the tiny model trained to answer the judge prompt, for local runs.
+"""A judge that works offline: a tiny model trained to answer the judge prompt, for local runs.
 
-Built the way the policy is: the tiny model (``longrl.tiny_model``, its trained tokenizer) warm-up
-trained with the SFT step's code (``longrl.train.sft.run_sft``, in this process: no Ray for a
-model this small) on generated equivalence pairs (``longrl.data.judge_pairs``), each rendered
-exactly as the hybrid reward asks the verifier and answered as the judge's parser reads. Its
+The pipeline trains it from the warm-up SFT model (with ``train_judge``): that model already copies
+answers out of documents, and a judge started there needs half the steps of one started from the
+untrained tiny model for the same held-out accuracy. The training data are generated equivalence
+pairs (``longrl.data.judge_pairs``), each rendered exactly as the hybrid reward asks the verifier and
+answered as the judge's parser reads (``train_judge``: completion-only next-token loss). Its
 accuracy is then measured on held-out pairs (another seed) with the same prompt, greedy decoding
 as the served judge (temperature 0) and the reward's verdict parser: an unparseable reply counts
-as wrong. The result is served like any judge: ``vllm serve`` behind the OpenAI API.
+as wrong. A judge measured good enough is served like any judge: ``vllm serve`` behind the OpenAI API.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class JudgeBuildConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(description="The untrained tiny model (its tokenizer renders the judge prompt)")
+    base_model: str = Field(
+        description="The model the judge is trained from (in the pipeline: the warm-up SFT model, which already "
+        "reads answers out of documents); its tokenizer renders the judge prompt"
+    )
     output_dir: str = Field(description="Where the judge goes: model/ and judge.json (local or s3://)")
     shape: dict[str, int] = Field(
         default_factory=dict,
@@ -46,8 +50,8 @@ class JudgeBuildConfig(BaseModel):
     )
     train_pairs: int = Field(6000, ge=14, description="Generated training pairs")
     eval_pairs: int = Field(140, ge=14, description="Held-out pairs the accuracy is measured on")
-    max_steps: int = Field(60, ge=1, description="Optimizer steps")
-    batch_size: int = Field(48, ge=1, description="Pairs per step")
+    max_steps: int = Field(800, ge=1, description="Optimizer steps")
+    batch_size: int = Field(32, ge=1, description="Pairs per step")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule)")
     seed: int = Field(0, description="Seed of the training pairs (held-out pairs use seed + 1000)")
     max_new_tokens: int = Field(64, ge=8, description="Longest reply when measuring")
@@ -270,17 +274,18 @@ def judge_metrics(result: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def judge_step(
-    train: bool, verifier_model: str, config: JudgeBuildConfig
-) -> tuple[str, dict[str, Any] | None]:
-    """The pipeline's judge: (the model to serve, the build's result). Without ``train`` that is
-    ``verifier_model`` as configured (``config.output_dir`` records only that); with it, the judge
-    ``config`` builds, or '' (nothing served) when it measured below ``min_accuracy``."""
-    if not train:
-        storage.write_text(
-            storage.join(config.output_dir, RESULT_FILE), json.dumps({"served_model": verifier_model}) + "\n"
-        )
-        return verifier_model, None
+def configured_judge(verifier_model: str, output_dir: str) -> str:
+    """The pipeline's judge without ``train_judge``: ``verifier_model`` as configured, recorded in
+    ``output_dir`` (judge.json) for the run's summary."""
+    storage.write_text(
+        storage.join(output_dir, RESULT_FILE), json.dumps({"served_model": verifier_model}) + "\n"
+    )
+    return verifier_model
+
+
+def trained_judge(config: JudgeBuildConfig) -> tuple[str, dict[str, Any]]:
+    """The pipeline's judge with ``train_judge``: (the judge ``config`` builds, or '' (nothing served) when
+    it measured below ``min_accuracy``; the build's result)."""
     result = build_judge(config)
     served = result["accuracy"] >= config.min_accuracy
     storage.write_text(

@@ -52,9 +52,12 @@ def _stop_process(process: subprocess.Popen[bytes], grace_s: float = 30.0) -> No
 
 
 def server_environment(config: VerifierConfig) -> dict[str, str]:
-    """The server's environment: ours, its CPU KV cache size, and an unbuffered log (read while it runs)."""
+    """The server's environment: ours, its CPU KV cache size, its engine in-process, and an unbuffered log
+    (read while it runs)."""
     env = dict(os.environ)
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gib))
+    # The engine core runs in the server's own process: one process fewer to start (~8 s of imports on 2 cores).
+    env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
