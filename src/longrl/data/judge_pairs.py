@@ -24,8 +24,13 @@ from typing import Any, Literal
 
 from longrl.data.synthetic import _RULES, _Names
 
-Family = Literal["number", "percent", "words", "option", "person", "company", "date"]
-FAMILIES: tuple[Family, ...] = ("number", "percent", "words", "option", "person", "company", "date")
+Family = Literal["number", "percent", "words", "option", "person", "company", "place", "date"]
+FAMILIES: tuple[Family, ...] = ("number", "percent", "words", "option", "person", "company", "place", "date")
+Kind = Literal["equivalent", "near_miss", "unrelated"]
+# Pairs come in blocks of one per family; the kind of each block, in turn. Equivalents and near misses
+# are what a judge must tell apart; an unrelated answer (another kind of thing, a fragment) is what a
+# policy writes most, and a judge never shown one answers it at random.
+KIND_CYCLE: tuple[Kind, ...] = ("equivalent", "near_miss", "equivalent", "near_miss", "unrelated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +42,7 @@ class JudgePair:
     equivalent: bool
     prediction_means: str  # both answers in one canonical form: what the judge's explanation says
     reference_means: str
+    kind: Kind = "equivalent"  # equivalent, near miss, or an unrelated answer (set by ``judge_pair``)
 
 
 # ----- numbers -----------------------------------------------------------------------------------
@@ -335,6 +341,44 @@ def company_pair(rng: random.Random, names: _Names, equivalent: bool) -> JudgePa
     return JudgePair("company", question, prediction, reference, False, wrong, name)
 
 
+def place_pair(rng: random.Random, names: _Names, equivalent: bool) -> JudgePair:
+    company = names.company()
+    question = rng.choice(
+        (
+            "In which city is {company} headquartered?",
+            "Where was {company} founded?",
+            "In which city did {company} open its first office?",
+        )
+    ).format(company=company)
+    city = names.city()
+
+    def forms(place: str) -> list[str]:
+        return [place, f"the city of {place}", f"in {place}", f"{place} city"]
+
+    reference = city
+    if equivalent:
+        return JudgePair("place", question, rng.choice(forms(city)[1:]), reference, True, city, city)
+    wrong = names.city() if rng.random() < 0.35 else _near_miss_name(rng, names, city)
+    return JudgePair("place", question, rng.choice(forms(wrong)[:3]), reference, False, wrong, city)
+
+
+_FRAGMENTS = ("is", "the", "it", "none", "unknown", "not stated", "the company", "the answer", "yes", "no")
+
+
+def unrelated_answer(rng: random.Random, names: _Names) -> str:
+    """What a policy writes instead of an answer: a fragment of a sentence, or a thing of another kind."""
+    return rng.choice(
+        (
+            lambda: rng.choice(_FRAGMENTS),
+            names.person,
+            names.company,
+            names.city,
+            lambda: str(_plain_number(rng)),
+            lambda: f"founded in {rng.randint(1900, 2020)}",
+        )
+    )()
+
+
 _MONTHS = "January February March April May June July August September October November December".split()
 
 
@@ -379,16 +423,24 @@ _MAKERS: dict[Family, Callable[[random.Random, _Names, bool], JudgePair]] = {
     "option": option_pair,
     "person": person_pair,
     "company": company_pair,
+    "place": place_pair,
     "date": date_pair,
 }
 
 
 def judge_pair(index: int, seed: int, families: tuple[Family, ...] = FAMILIES) -> JudgePair:
-    """Pair ``index`` of the stream: families in turn, positives and negatives alternating in pairs."""
+    """Pair ``index`` of the stream: families in turn, blocks of each kind in ``KIND_CYCLE``'s turn."""
     rng = random.Random(f"longrl-judge-pairs:{seed}:{index}")
     family = families[index % len(families)]
-    equivalent = (index // len(families)) % 2 == 0
-    return _MAKERS[family](rng, _Names(rng), equivalent)
+    kind = KIND_CYCLE[(index // len(families)) % len(KIND_CYCLE)]
+    names = _Names(rng)
+    pair = _MAKERS[family](rng, names, kind == "equivalent")
+    if kind == "unrelated":
+        prediction = unrelated_answer(rng, names)
+        return dataclasses.replace(
+            pair, prediction=prediction, prediction_means=prediction, equivalent=False, kind=kind
+        )
+    return dataclasses.replace(pair, kind=kind)
 
 
 def judge_pairs(num_pairs: int, seed: int, families: tuple[Family, ...] = FAMILIES) -> Iterator[JudgePair]:

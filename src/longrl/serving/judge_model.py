@@ -48,8 +48,8 @@ class JudgeBuildConfig(BaseModel):
         "(e.g. hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size); "
         "{} trains the base model's own weights, as SFT does the policy's",
     )
-    train_pairs: int = Field(6000, ge=14, description="Generated training pairs")
-    eval_pairs: int = Field(140, ge=14, description="Held-out pairs the accuracy is measured on")
+    train_pairs: int = Field(6000, ge=8, description="Generated training pairs")
+    eval_pairs: int = Field(200, ge=8, description="Held-out pairs the accuracy is measured on")
     max_steps: int = Field(800, ge=1, description="Optimizer steps")
     batch_size: int = Field(32, ge=1, description="Pairs per step")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule)")
@@ -106,14 +106,14 @@ def judge_accuracy(pairs: list[JudgePair], replies: list[str]) -> dict[str, Any]
         verdict = parse_verdict(reply)
         unparseable += verdict is None
         correct = verdict is pair.equivalent
-        for key in ("all", pair.family, "equivalent" if pair.equivalent else "near_miss"):
+        for key in ("all", pair.family, pair.kind):
             right[key].append(correct)
     shares = {key: sum(values) / len(values) for key, values in right.items()}
     return {
         "accuracy": shares.pop("all"),
         "pairs": len(pairs),
         "unparseable": unparseable,
-        "by_kind": {key: shares[key] for key in ("equivalent", "near_miss") if key in shares},
+        "by_kind": {key: shares[key] for key in ("equivalent", "near_miss", "unrelated") if key in shares},
         "by_family": {family: shares[family] for family in FAMILIES if family in shares},
     }
 
@@ -132,6 +132,38 @@ def _token_rows(tokenizer: Any, pairs: list[JudgePair]) -> tuple[list[int], list
     for prompt, _ in rows:
         shared = next((i for i in range(shared) if prompt[i] != first[i]), shared)
     return first[:shared], [(prompt[shared:] + reply, len(prompt) - shared) for prompt, reply in rows]
+
+
+def _reply_loss(
+    model: Any, prefix: list[int], rows: list[tuple[list[int], int]], pad_id: int
+) -> tuple[Any, int]:
+    """(the summed next-token loss on the replies of ``rows``, how many reply tokens it sums over). The shared
+    prompt prefix is computed once and the rows continue from its key/value cache; the LM head runs only
+    where a reply token is predicted."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.full((len(rows), width), -100)
+    for i, (row, reply_start) in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        targets[i, reply_start - 1 : len(row) - 1] = torch.tensor(row[reply_start:])
+    cache = model.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(rows))
+    hidden = model.model(
+        input_ids=ids,
+        attention_mask=torch.cat([torch.ones((len(rows), len(prefix)), dtype=torch.long), mask], dim=1),
+        position_ids=torch.arange(len(prefix), len(prefix) + width).expand(len(rows), -1),
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+    predicted = targets != -100
+    logits = model.lm_head(hidden[predicted])
+    return torch.nn.functional.cross_entropy(logits, targets[predicted], reduction="sum"), int(
+        predicted.sum()
+    )
 
 
 def train_judge(
@@ -162,7 +194,6 @@ def train_judge(
     model.train()
     cpu_started = time.process_time()
     prefix, rows = _token_rows(tokenizer, pairs)
-    prefix_ids = torch.tensor([prefix])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     warmup = min(10, config.max_steps // 10)
 
@@ -177,29 +208,22 @@ def train_judge(
     for step in range(config.max_steps):
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(len(rows)).tolist(), 0
-        batch = [rows[i] for i in order[cursor : cursor + config.batch_size]]
+        batch = sorted(
+            (rows[i] for i in order[cursor : cursor + config.batch_size]), key=lambda row: len(row[0])
+        )
         cursor += config.batch_size
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        targets = torch.full((len(batch), width), -100)
-        for i, (row, reply_start) in enumerate(batch):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-            targets[i, reply_start - 1 : len(row) - 1] = torch.tensor(row[reply_start:])
-        cache = model.model(input_ids=prefix_ids, use_cache=True).past_key_values
-        cache.batch_repeat_interleave(len(batch))
-        hidden = model.model(
-            input_ids=ids,
-            attention_mask=torch.cat([torch.ones((len(batch), len(prefix)), dtype=torch.long), mask], dim=1),
-            position_ids=torch.arange(len(prefix), len(prefix) + width).expand(len(batch), -1),
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        predicted = targets != -100
-        logits = model.lm_head(hidden[predicted])
-        loss = torch.nn.functional.cross_entropy(logits, targets[predicted])
-        loss.backward()
+        # Shorter rows and longer rows go forward separately (each padded only to its own longest): a
+        # quarter of a random batch's tokens were padding. The gradient is the whole batch's.
+        half = (len(batch) + 1) // 2
+        parts = [
+            _reply_loss(model, prefix, part, tokenizer.pad_token_id)
+            for part in (batch[:half], batch[half:])
+            if part
+        ]
+        predicted = sum(count for _, count in parts)
+        for total, _ in parts:
+            (total / predicted).backward()
+        loss = sum(total.detach() for total, _ in parts) / predicted
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
