@@ -4,7 +4,14 @@ import collections
 
 import pytest
 
-from longrl.data.judge_pairs import FAMILIES, judge_pair, judge_pairs, judge_reply, judge_training_row
+from longrl.data.judge_pairs import (
+    FAMILIES,
+    KIND_CYCLE,
+    judge_pair,
+    judge_pairs,
+    judge_reply,
+    judge_training_row,
+)
 from longrl.rewards.choice import extract_option_letter
 from longrl.rewards.judge import judge_messages, parse_verdict
 from longrl.rewards.numeric import numeric_match, parse_numeric_answer
@@ -18,10 +25,33 @@ def test_pair_i_depends_only_on_seed_and_index() -> None:
     assert judge_pair(17, seed=3) == list(judge_pairs(30, seed=3))[17]
 
 
-def test_every_family_has_as_many_equivalents_as_near_misses() -> None:
-    counts = collections.Counter((p.family, p.equivalent) for p in judge_pairs(28 * len(FAMILIES), seed=0))
-    assert set(counts) == {(family, label) for family in FAMILIES for label in (True, False)}
-    assert len(set(counts.values())) == 1
+def test_every_family_has_as_many_equivalents_as_near_misses_and_half_as_many_unrelated_answers() -> None:
+    pairs = list(judge_pairs(len(KIND_CYCLE) * 4 * len(FAMILIES), seed=0))
+    counts = collections.Counter((p.family, p.kind) for p in pairs)
+    kinds = ("equivalent", "near_miss", "unrelated")
+    assert set(counts) == {(family, kind) for family in FAMILIES for kind in kinds}
+    for family in FAMILIES:
+        assert counts[family, "equivalent"] == counts[family, "near_miss"] == 2 * counts[family, "unrelated"]
+    assert all(p.equivalent is (p.kind == "equivalent") for p in pairs)
+
+
+def test_an_unrelated_answer_is_another_kind_of_thing_or_a_fragment() -> None:
+    unrelated = [p for p in judge_pairs(40 * len(FAMILIES), seed=6) if p.kind == "unrelated"]
+    assert len(unrelated) == 8 * len(FAMILIES)
+    for pair in unrelated:
+        assert pair.prediction == pair.prediction_means != pair.reference_means
+        assert pair.prediction.lower() not in pair.reference.lower()
+    assert any(p.prediction in {"is", "the", "it"} for p in unrelated)
+
+
+def test_places_are_accepted_in_other_words_and_refused_a_syllable_off() -> None:
+    places = list(judge_pairs(10 * len(FAMILIES), seed=7, families=("place",)))
+    for pair in places:
+        if pair.kind == "equivalent":
+            assert pair.reference in pair.prediction and pair.prediction != pair.reference
+        elif pair.kind == "near_miss":
+            assert pair.prediction_means != pair.reference_means
+            assert pair.prediction_means in pair.prediction
 
 
 def test_equivalents_are_written_differently_and_mean_the_same() -> None:

@@ -8,6 +8,7 @@ from longrl.data.judge_pairs import FAMILIES, judge_pairs, judge_training_row
 from longrl.serving.judge_model import (
     RESULT_FILE,
     JudgeBuildConfig,
+    _reply_loss,
     _token_rows,
     build_judge,
     configured_judge,
@@ -68,3 +69,28 @@ def test_a_judge_measured_below_the_bar_is_not_served_and_a_rebuild_reuses_it(
     assert json.loads((output / RESULT_FILE).read_text())["served"] is False
     served, _ = trained_judge(config.model_copy(update={"min_accuracy": 0.0}))
     assert served == str(output / "model")
+
+
+def test_a_batch_in_two_length_sorted_halves_has_the_loss_and_gradient_of_the_whole(tiny_model_dir) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    prefix, rows = _token_rows(tokenizer, list(judge_pairs(12, seed=0)))
+    rows.sort(key=lambda row: len(row[0]))
+
+    def gradient(parts):
+        model.zero_grad()
+        count = sum(n for _, n in parts)
+        for total, _ in parts:
+            (total / count).backward()
+        return sum(float(total) for total, _ in parts) / count, model.model.embed_tokens.weight.grad.clone()
+
+    whole = gradient([_reply_loss(model, prefix, rows, tokenizer.pad_token_id)])
+    halves = gradient(
+        [_reply_loss(model, prefix, part, tokenizer.pad_token_id) for part in (rows[:6], rows[6:])]
+    )
+    assert len(rows[0][0]) < len(rows[-1][0])  # the halves are padded to different widths
+    assert whole[0] == pytest.approx(halves[0], rel=1e-5)
+    assert torch.allclose(whole[1], halves[1], atol=1e-6)
