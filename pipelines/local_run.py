@@ -43,7 +43,13 @@ LOCAL_RL = {
 LOCAL_EVAL = {
     "max_input_tokens": 512,
     "max_examples": 24,
-    "generation": {"max_new_tokens": 64, "samples": 1, "dtype": "float32", "temperature": 0.0},
+    "generation": {
+        "max_new_tokens": 64,
+        "samples": 1,
+        "dtype": "float32",
+        "temperature": 0.0,
+        "enforce_eager": True,  # compiling each stage's model would take longer than its 72 answers
+    },
 }
 PHASE_MAX_TOKENS = [320, 448]
 # The learner shape, given in-context copying first (see longrl.tiny_model): without it, no amount of

@@ -42,14 +42,16 @@ def test_evaluate_with_served_judge(answering_model_dir, tmp_path) -> None:
             }
         )
     )
-    verifier = VerifierConfig(model=str(answering_model_dir), max_model_len=1024, dtype="float32")
+    verifier = VerifierConfig(
+        model=str(answering_model_dir), max_model_len=1024, dtype="float32", enforce_eager=True
+    )
     with LocalVerifier(verifier, tmp_path / "verifier.log") as endpoint:
         config = EvalConfig(
             model=str(answering_model_dir),
             output_dir=str(tmp_path / "eval"),
             benchmarks=files,
             max_input_tokens=160,
-            generation=GenerationConfig(max_new_tokens=96, samples=2, dtype="float32"),
+            generation=GenerationConfig(max_new_tokens=96, samples=2, dtype="float32", enforce_eager=True),
             judge=JudgeConfig(base_url=endpoint, model="verifier", max_tokens=16),
             baseline=str(baseline),
             baseline_name="champion",
