@@ -4,10 +4,12 @@ A pair is a question, a prediction and a reference, and whether they are the sam
 write one answer two ways (number formats: ``1,000`` / ``1000`` / ``1e3``; percentages and
 fractions: ``50%`` / ``0.5`` / ``1/2``; amounts with and without units; numbers in words; option
 forms: ``B`` / ``(B)`` / ``B. 30 days`` / the option's text; names in another order or with a
-title; dates in three notations). Case is never what differs: the rule check ignores it, so the
-judge is never asked about it. Negatives are near misses of the same kind: a digit off by one,
-swapped digits, a slipped decimal point, another option, another entity that differs by a
-syllable, a day or a year off. Pair ``i`` depends only on (seed, i).
+title; places as "the city of X"; dates in three notations). Case is never what differs: the rule
+check ignores it, so the judge is never asked about it. Negatives are near misses of the same kind
+(a digit off by one, swapped digits, a slipped decimal point, another option, another entity or
+place that differs by a syllable, a day or a year off) or unrelated answers (a fragment such as
+"is", a thing of another kind), in the proportions of ``KIND_CYCLE``. Pair ``i`` depends only on
+(seed, i).
 
 ``judge_training_row`` renders a pair as the reward sends it (``longrl.rewards.judge.judge_messages``
 through the model's chat template) and the reply the judge's parser reads: a short explanation
