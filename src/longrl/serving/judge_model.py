@@ -171,9 +171,10 @@ def train_judge(
 ) -> dict[str, Any]:
     """Completion-only next-token training of the judge's reply, ``config.max_steps`` AdamW steps.
 
-    Every prompt opens with the same system prompt, so each batch computes that prefix once and the
-    pairs continue from its (shared) key/value cache; the LM head runs only where the reply is
-    predicted. About 3x less work per pair than a plain SFT step on a CPU, for the same loss.
+    Every prompt opens with the same system prompt, so each half of a batch (``_reply_loss``) computes
+    that prefix once (189 tokens, against ~1,400 in the half's rows) and the pairs continue from its
+    key/value cache; the LM head runs only where the reply is predicted. About 3x less work per pair
+    than a plain SFT step on a CPU, for the same loss.
     """
     import math
 
