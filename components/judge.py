@@ -22,21 +22,19 @@ def build_judge(
     from longrl.steps import keep_metrics_file, model_dir, step_tracking
 
     output = data_location(judge.uri, judge.path)
-    if not train:
+    result = None
+    if train:
+        config = JudgeBuildConfig(
+            base_model=model_dir(read_pointer(start_from.path).location),
+            output_dir=output,
+            tracking=step_tracking(tracking_uri, experiment, "judge"),
+        )
+        served, result = trained_judge(config)
+    else:
         served = configured_judge(verifier_model, output)
-        publish(judge, output, {"served_model": served})
-        metrics.log_metric("served", 1.0)
-        keep_metrics_file(metrics)
-        return served
-    config = JudgeBuildConfig(
-        base_model=model_dir(read_pointer(start_from.path).location),
-        output_dir=output,
-        tracking=step_tracking(tracking_uri, experiment, "judge"),
-    )
-    served, result = trained_judge(config)
-    publish(judge, output, {"served_model": served, "accuracy": result["accuracy"]})
+    publish(judge, output, {"served_model": served, **({"accuracy": result["accuracy"]} if result else {})})
     metrics.log_metric("served", float(bool(served)))
-    for key, value in judge_metrics(result).items():
+    for key, value in (judge_metrics(result) if result else {}).items():
         metrics.log_metric(key.replace("/", "_"), value)
     keep_metrics_file(metrics)
     return served
