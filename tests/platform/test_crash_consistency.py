@@ -136,7 +136,7 @@ def test_step_killed_while_pushing_its_output_is_redone(s3_endpoint, tmp_path, m
     """run_step_here on an s3:// output: the push fails after some files; the next attempt does not
     take the step for finished, trains again and completes; the one after that skips it."""
     from longrl.train import runner
-    from longrl.train.common import config_fingerprint
+    from longrl.train.arguments import config_fingerprint
     from longrl.train.config import TINY_RL, RLStepConfig, with_overrides
 
     monkeypatch.setenv("LONGRL_CACHE_DIR", str(tmp_path / "cache"))

@@ -171,8 +171,26 @@ def test_rollout_layouts_trl_cannot_run_are_refused_before_any_worker(tmp_path) 
         preflight("rl", fsdp)
 
 
+def test_the_drivers_checks_import_no_ml_library(tmp_path) -> None:
+    """The driver checks a step's layout before any worker starts; importing torch and TRL there cost each
+    local RL phase ~10 s before Ray could start its workers."""
+    config = gpu_rl_config(tmp_path, use_gpu=False).model_copy(update={"use_vllm": False})
+    script = (
+        "import sys\n"
+        "from longrl.train.config import RLStepConfig\n"
+        "from longrl.train.engines.trl import preflight\n"
+        f"config = RLStepConfig.model_validate_json({config.model_dump_json()!r})\n"
+        "preflight('rl', config)\n"
+        "preflight('sft', config)\n"
+        "print(sorted(m for m in ('torch', 'trl', 'transformers', 'vllm', 'deepspeed') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
 def test_rl_micro_batches_follow_the_token_budget(tmp_path) -> None:
-    from longrl.train.rl import completions_per_pass
+    from longrl.train.arguments import completions_per_pass
 
     def per_pass(budget, prompt_tokens):
         return completions_per_pass(gpu_rl_config(tmp_path, micro_batch_tokens=budget), prompt_tokens)
@@ -471,7 +489,7 @@ def recorded_samples(checkpoint: Path) -> int:
 def test_weights_are_loaded_in_bf16_only_where_fp32_masters_live_elsewhere(
     tmp_path, sharding, bf16, loaded
 ) -> None:
-    from longrl.train.common import trainer_arguments
+    from longrl.train.arguments import trainer_arguments
 
     config = rl_config("model", tmp_path, tmp_path / "out", 1, bf16=bf16, parallelism={"sharding": sharding})
     arguments = trainer_arguments(config)

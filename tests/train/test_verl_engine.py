@@ -641,7 +641,7 @@ def test_engine_leaves_the_trl_engines_outputs_in_s3_and_resumes_on_a_fresh_node
         "curriculum",
         "parallelism",
     } <= set(result)
-    from longrl.train.common import config_fingerprint
+    from longrl.train.arguments import config_fingerprint
 
     assert result["config_fingerprint"] == config_fingerprint(config)
     assert result["global_step"] == 2 and result["step"] == "rl-phase2"

@@ -1,27 +1,10 @@
-"""What SFT and RL steps share: trainer arguments (sharding, precision, kernels), resuming, the final
-model, validation, the result file.
-
-How ``parallelism`` reaches the trainer (the ``trl`` engine):
-
-- ``sharding: zero3`` -> ``TrainingArguments(deepspeed=<ZeRO-3 config>)`` (see
-  ``longrl.train.engines.trl_deepspeed``), with DeepSpeed's communication layer set up first
-  (``prepare_distributed``) and the partitioning checked once the trainer exists
-  (``check_sharding``); ``ddp`` -> a whole model per rank, as accelerate sets it up.
-- ``offload_params`` / ``offload_optimizer`` -> ZeRO-3 CPU offload.
-- ``gradient_checkpointing`` -> the Trainer's, non-reentrant (what ZeRO-3 and TRL expect).
-- ``fused_loss`` -> TRL's ``use_liger_kernel`` (Liger's Triton kernels; GPU only). TRL 1.16 computes
-  the loss through its own fused LM head in SFT and GRPO whatever this says (the logits over the
-  vocabulary are never whole); Liger adds its fused RMSNorm / RoPE / SwiGLU kernels.
-- ``micro_batch_tokens`` -> sequences per micro-batch, per step kind (``sft.py``, ``rl.py``).
-- ``rollout_tensor_parallel`` / ``rollout_memory_fraction`` -> vLLM for RL rollouts (``rl.py``) and
-  for validation on GPUs.
+"""What SFT and RL steps share inside a worker: the distributed layer, resuming, the final model,
+validation, the result file. The trainer arguments they share are ``longrl.train.arguments``.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import importlib.util
 import json
 import logging
 import shutil
@@ -32,7 +15,7 @@ import pyarrow.parquet as pq
 import torch
 
 from longrl import storage
-from longrl.plan.placement import engine_problems
+from longrl.train.arguments import config_fingerprint
 from longrl.train.checkpoints import (
     CHECKPOINTS_DIR,
     MODEL_DIR,
@@ -45,13 +28,6 @@ from longrl.train.config import TrainingConfig
 from longrl.train.validation import score_saved_model, vllm_available
 
 logger = logging.getLogger(__name__)
-
-
-def config_fingerprint(config: TrainingConfig) -> str:
-    """Identifies what a step computes (tracking and compute placement aside), by its inputs as given:
-    a staged copy with local paths has the fingerprint of the s3:// config it stands for."""
-    payload = config.as_given.model_dump_json(exclude={"tracking", "ray", "output_dir"})
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def prepare_distributed(config: TrainingConfig) -> None:
@@ -78,80 +54,6 @@ def compact_fused_lm_head_on_cpu() -> None:
         return device.type == "cpu" or triton_runs(device)
 
     trl_utils._use_triton = compact  # wraps the kernels' own decision, so calling this again changes nothing
-
-
-def kernel_arguments(config: TrainingConfig) -> dict[str, Any]:
-    """``use_liger_kernel`` when ``parallelism.fused_loss`` asks for it and the machine can run it."""
-    if not config.parallelism.fused_loss:
-        return {}
-    if not config.ray.use_gpu:
-        raise ValueError(
-            "parallelism.fused_loss turns on Liger's Triton kernels, which need GPUs (ray.use_gpu): "
-            "set parallelism.fused_loss=false on a CPU"
-        )
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise ValueError(
-            "parallelism.fused_loss needs the liger-kernel package (the trainer image's 'gpu' extra): "
-            "install it or set parallelism.fused_loss=false"
-        )
-    return {"use_liger_kernel": True}
-
-
-def sharding_arguments(config: TrainingConfig) -> dict[str, Any]:
-    """The DeepSpeed config for ``zero3``; nothing for ``ddp``; an error for layouts TRL cannot run."""
-    problems = engine_problems("trl", config.parallelism)
-    if problems:
-        raise ValueError(f"the trl engine cannot run this step's parallelism: {'; '.join(problems)}")
-    if config.parallelism.sharding != "zero3":
-        return {}
-    from longrl.train.engines.trl_deepspeed import deepspeed_config
-
-    return {"deepspeed": deepspeed_config(config.parallelism)}
-
-
-def load_dtype(config: TrainingConfig) -> str:
-    """The dtype the model is loaded in: bf16 only where an fp32 master copy is kept elsewhere.
-
-    ZeRO-3 keeps fp32 master weights and Adam states in DeepSpeed's optimizer, so its bf16 partitions
-    may be loaded in bf16. Unsharded, the loaded weights are the master weights: bf16 there would lose
-    every update below bf16's resolution (lr 2e-6 on weights of ~1e-2 is one), so they stay fp32 and
-    ``bf16`` autocasts the forward and backward.
-    """
-    return "bfloat16" if config.bf16 and config.parallelism.sharding == "zero3" else "float32"
-
-
-def trainer_arguments(config: TrainingConfig) -> dict[str, Any]:
-    """transformers TrainingArguments fields that every step sets the same way."""
-    model_kwargs: dict[str, Any] = {"dtype": load_dtype(config)}
-    if config.attn_implementation:
-        model_kwargs["attn_implementation"] = config.attn_implementation
-    checkpointing = config.parallelism.gradient_checkpointing
-    return {
-        "output_dir": str(Path(config.output_dir) / CHECKPOINTS_DIR),
-        "seed": config.seed,
-        "learning_rate": config.learning_rate,
-        "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_steps,
-        "weight_decay": config.weight_decay,
-        "max_grad_norm": config.max_grad_norm,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
-        "max_steps": config.max_steps,
-        "num_train_epochs": config.num_train_epochs,
-        "save_strategy": "steps",
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
-        "logging_steps": config.logging_steps,
-        "gradient_checkpointing": checkpointing,
-        "gradient_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
-        "bf16": config.bf16,
-        "use_cpu": not config.ray.use_gpu,
-        "report_to": [],
-        "disable_tqdm": False,
-        "dataloader_num_workers": 0,
-        "model_init_kwargs": model_kwargs,
-        **sharding_arguments(config),
-        **kernel_arguments(config),
-    }
 
 
 def check_sharding(trainer: Any, config: TrainingConfig) -> dict[str, Any]:

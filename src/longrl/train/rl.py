@@ -10,6 +10,7 @@ asleep (weights and KV cache released) while the policy trains. Colocate rather 
 mode: it needs no extra GPUs or a ``trl vllm-serve`` process in the RayJob, TRL 1.16 builds its
 tensor-parallel groups itself and syncs ZeRO-3 weights rank by rank, and sleep mode gives the memory
 back to training; server mode would park GPUs that cannot train.
+The fields these settle are computed in ``longrl.train.arguments`` (the driver checks them first).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from trl.rewards import get_soft_overlong_punishment
 from longrl.curriculum import DIFFICULTY_FILE, TRAIN_DATA_FILE, DifficultyRecorder, phase_dataset, write_rows
 from longrl.rewards import HybridReward, LLMJudge
 from longrl.tracking import MetricsSink
+from longrl.train.arguments import completions_per_pass, rollout_arguments, trainer_arguments
 from longrl.train.callbacks import (
     DifficultyCheckpointCallback,
     MarkCheckpointComplete,
@@ -41,7 +43,6 @@ from longrl.train.common import (
     prepare_distributed,
     resume_point,
     train,
-    trainer_arguments,
 )
 from longrl.train.config import RLStepConfig
 from longrl.train.dynamic_sampling import DynamicSamplingGRPOTrainer
@@ -62,42 +63,6 @@ class RecordedReward:
         rewards = await self.reward(*args, **kwargs)
         self.recorder.add(id, rewards)
         return rewards
-
-
-def completions_per_pass(config: RLStepConfig, prompt_tokens: int) -> int:
-    """Completions in one forward/backward pass of one worker (its micro-batch)."""
-    per_worker = config.train_batch_prompts * config.num_generations // config.ray.num_workers
-    budget = config.parallelism.micro_batch_tokens
-    if budget is None:
-        return config.per_device_train_batch_size
-    fitting = max(1, budget // (prompt_tokens + config.max_completion_length))
-    return max(d for d in range(1, min(fitting, per_worker) + 1) if per_worker % d == 0)
-
-
-def rollout_arguments(config: RLStepConfig, prompt_tokens: int) -> dict[str, Any]:
-    """GRPOConfig fields of the rollout engine: transformers generate, or vLLM colocated (GPUs)."""
-    if not config.use_vllm:
-        return {"use_vllm": False}
-    if not config.ray.use_gpu:
-        raise ValueError(
-            "use_vllm rolls out with vLLM colocated on the training GPUs (ray.use_gpu); vLLM's CPU backend "
-            "cannot take the policy's weight updates: set use_vllm=false on a CPU"
-        )
-    tensor_parallel = config.parallelism.rollout_tensor_parallel
-    workers, per_node = config.ray.num_workers, config.ray.gpus_per_node
-    if workers % tensor_parallel or (workers > per_node and per_node % tensor_parallel):
-        raise ValueError(
-            f"parallelism.rollout_tensor_parallel ({tensor_parallel}) must divide ray.num_workers ({workers}) "
-            f"and ray.gpus_per_node ({per_node}): each vLLM engine spans neighbouring ranks of one node"
-        )
-    return {
-        "use_vllm": True,
-        "vllm_mode": "colocate",
-        "vllm_tensor_parallel_size": tensor_parallel,
-        "vllm_gpu_memory_utilization": config.parallelism.rollout_memory_fraction,
-        "vllm_enable_sleep_mode": True,
-        "vllm_max_model_length": prompt_tokens + config.max_completion_length,
-    }
 
 
 def grpo_arguments(config: RLStepConfig, prompt_tokens: int | None = None) -> GRPOConfig:

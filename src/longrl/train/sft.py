@@ -16,6 +16,7 @@ from transformers import AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from longrl.tracking import MetricsSink
+from longrl.train.arguments import trainer_arguments
 from longrl.train.callbacks import MarkCheckpointComplete, MetricsCallback
 from longrl.train.common import (
     check_sharding,
@@ -24,7 +25,6 @@ from longrl.train.common import (
     prepare_distributed,
     resume_point,
     train,
-    trainer_arguments,
 )
 from longrl.train.config import SFTStepConfig
 

@@ -34,13 +34,11 @@ def _train_loop(payload: dict[str, Any]) -> None:
 
 def preflight(step: str, config: TrainingConfig) -> None:
     """Refuses, before any worker starts, a layout the workers would refuse (same checks, same words)."""
-    from longrl.train.common import kernel_arguments, sharding_arguments
+    from longrl.train.arguments import kernel_arguments, rollout_arguments, sharding_arguments
 
     sharding_arguments(config)
     kernel_arguments(config)
     if step == "rl":
-        from longrl.train.rl import rollout_arguments
-
         rollout_arguments(config, prompt_tokens=1)  # type: ignore[arg-type]
 
 

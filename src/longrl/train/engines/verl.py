@@ -215,7 +215,7 @@ def validation_of(inputs: PhaseInputs, layout: Any, global_step: int) -> dict[st
 
 def run_phase(local: RLStepConfig, trainer: Trainer) -> dict[str, Any]:
     """Trains one phase with verl in ``local.output_dir`` (its staged copy: ``local.as_given`` keeps s3://)."""
-    from longrl.train.common import config_fingerprint
+    from longrl.train.arguments import config_fingerprint
     from longrl.train.engines.verl_checkpoint import convert_checkpoint, global_step_of
     from longrl.train.engines.verl_config import PhaseLayout
     from longrl.train.engines.verl_logs import append_metrics, training_metrics
