@@ -9,16 +9,16 @@ How ``parallelism`` reaches the trainer (the ``trl`` engine):
 
 - ``sharding: zero3`` -> ``TrainingArguments(deepspeed=<ZeRO-3 config>)`` (see
   ``longrl.train.engines.trl_deepspeed``), with DeepSpeed's communication layer set up first
-  (``prepare_distributed``) and the partitioning checked once the trainer exists
-  (``check_sharding``); ``ddp`` -> a whole model per rank, as accelerate sets it up.
+  (``longrl.train.common.prepare_distributed``) and the partitioning checked once the trainer exists
+  (``longrl.train.common.check_sharding``); ``ddp`` -> a whole model per rank, as accelerate sets it up.
 - ``offload_params`` / ``offload_optimizer`` -> ZeRO-3 CPU offload.
 - ``gradient_checkpointing`` -> the Trainer's, non-reentrant (what ZeRO-3 and TRL expect).
 - ``fused_loss`` -> TRL's ``use_liger_kernel`` (Liger's Triton kernels; GPU only). TRL 1.16 computes
   the loss through its own fused LM head in SFT and GRPO whatever this says (the logits over the
   vocabulary are never whole); Liger adds its fused RMSNorm / RoPE / SwiGLU kernels.
-- ``micro_batch_tokens`` -> sequences per micro-batch, per step kind (``sft.py``, ``rl.py``).
-- ``rollout_tensor_parallel`` / ``rollout_memory_fraction`` -> vLLM for RL rollouts (``rl.py``) and
-  for validation on GPUs.
+- ``micro_batch_tokens`` -> sequences per micro-batch: RL's ``completions_per_pass`` here, SFT's in ``sft.py``.
+- ``rollout_tensor_parallel`` / ``rollout_memory_fraction`` -> vLLM for RL rollouts
+  (``rollout_arguments``) and for validation on GPUs.
 """
 
 from __future__ import annotations
