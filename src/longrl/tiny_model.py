@@ -158,6 +158,19 @@ def copy_batch(generator, vocab: tuple[int, int]):
     return tokens, targets
 
 
+def copy_loss(model, tokens, targets):
+    """(next-token cross-entropy on the repeats, the share of them predicted right). The LM head runs only
+    where a repeat is predicted, a third of the positions: the loss of projecting every position and
+    ignoring the rest, in a step ~35% shorter."""
+    import torch
+
+    shifted = targets[:, 1:]
+    known = shifted != -100
+    logits = model.lm_head(model.model(input_ids=tokens).last_hidden_state[:, :-1][known])
+    loss = torch.nn.functional.cross_entropy(logits, shifted[known])
+    return loss, (logits.detach().argmax(-1) == shifted[known]).float().mean().item()
+
+
 def pretrain_copying(model, vocab: tuple[int, int], steps: int, seed: int) -> dict[str, float]:
     """Trains ``model`` to continue repeated spans; returns its copy accuracy over the last steps."""
     import collections
@@ -170,16 +183,12 @@ def pretrain_copying(model, vocab: tuple[int, int], steps: int, seed: int) -> di
     started, recent = time.monotonic(), collections.deque(maxlen=50)
     model.train()
     for _ in range(steps):
-        tokens, targets = copy_batch(generator, vocab)
-        logits = model(input_ids=tokens).logits[:, :-1]
-        shifted = targets[:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
+        loss, accuracy = copy_loss(model, *copy_batch(generator, vocab))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        known = shifted != -100
-        recent.append((logits.argmax(-1)[known] == shifted[known]).float().mean().item())
+        recent.append(accuracy)
     model.eval()
     return {
         "steps": steps,

@@ -58,6 +58,20 @@ def test_copy_practice_repeats_a_span_and_targets_only_what_can_be_known() -> No
     assert ((tokens >= 3) & (tokens < 50)).all()
 
 
+def test_copy_loss_is_the_full_projections_loss_on_the_repeats(tiny_model_dir) -> None:
+    from longrl.tiny_model import copy_batch, copy_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokens, targets = copy_batch(torch.Generator().manual_seed(3), (3, 50))
+    loss, accuracy = copy_loss(model, tokens, targets)
+    logits = model(input_ids=tokens).logits[:, :-1]
+    shifted = targets[:, 1:]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
+    known = shifted != -100
+    assert torch.allclose(loss, full, rtol=1e-5)
+    assert accuracy == pytest.approx((logits.argmax(-1)[known] == shifted[known]).float().mean().item())
+
+
 def test_copy_pretraining_moves_the_weights_and_reports_its_accuracy(tmp_path, tiny_model_dir) -> None:
     import json
 

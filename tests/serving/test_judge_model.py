@@ -8,6 +8,7 @@ from longrl.data.judge_pairs import FAMILIES, judge_pairs, judge_training_row
 from longrl.serving.judge_model import (
     RESULT_FILE,
     JudgeBuildConfig,
+    _reading_ids,
     _reply_loss,
     _token_rows,
     build_judge,
@@ -58,6 +59,7 @@ def test_a_judge_measured_below_the_bar_is_not_served_and_a_rebuild_reuses_it(
         train_pairs=56,
         eval_pairs=14,
         max_new_tokens=40,
+        reading_steps=2,
     )
     result = build_judge(config)
     assert result["pairs"] == 14 and 0 <= result["accuracy"] <= 1
@@ -94,3 +96,33 @@ def test_a_batch_in_two_length_sorted_halves_has_the_loss_and_gradient_of_the_wh
     assert len(rows[0][0]) < len(rows[-1][0])  # the halves are padded to different widths
     assert whole[0] == pytest.approx(halves[0], rel=1e-5)
     assert torch.allclose(whole[1], halves[1], atol=1e-6)
+
+
+def test_reading_practice_asks_for_one_of_two_near_identical_blocks_verbatim(tiny_tokenizer) -> None:
+    import difflib
+    import random
+
+    from longrl.serving.judge_model import reading_practice_row
+
+    ids = _reading_ids(tiny_tokenizer)
+
+    def split(row: list[int], marker: list[int]) -> tuple[list[int], list[int]]:
+        at = next(i for i in range(len(row)) if row[i : i + len(marker)] == marker)
+        return row[:at], row[at + len(marker) :]
+
+    rng = random.Random(0)
+    digit_spans = 0
+    for _ in range(200):
+        row, reply_start = reading_practice_row(rng, ids)
+        prompt, reply = row[:reply_start], row[reply_start:]
+        assert prompt[: len(ids["open"])] == ids["open"]
+        first, rest = split(prompt[len(ids["open"]) :], ids["between"])
+        second, ask = split(rest, ids["close"])
+        assert ask in (ids["ask1"], ids["ask2"])
+        assert reply == (first if ask == ids["ask1"] else second) + ids["end"]
+        edits = difflib.SequenceMatcher(a=first, b=second, autojunk=False).get_opcodes()
+        changed = [op for op in edits if op[0] != "equal"]
+        assert first != second and 1 <= len(changed) <= 2  # a token changed or dropped, or two swapped
+        assert not set(first + second) & set(tiny_tokenizer.all_special_ids)
+        digit_spans += set(first) <= set(ids["digits"])
+    assert 60 < digit_spans < 140  # about half the spans are digits

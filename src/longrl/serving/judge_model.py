@@ -4,7 +4,8 @@ The pipeline trains it from the warm-up SFT model (with ``train_judge``): that m
 answers out of documents, and a judge started there needs half the steps of one started from the
 untrained tiny model for the same held-out accuracy. The training data are generated equivalence
 pairs (``longrl.data.judge_pairs``), each rendered exactly as the hybrid reward asks the verifier and
-answered as the judge's parser reads (``train_judge``: completion-only next-token loss). Its
+answered as the judge's parser reads (``train_judge``: completion-only next-token loss), after a
+short practice at reading the prompt's answer blocks (``reading_practice``). Its
 accuracy is then measured on held-out pairs (another seed) with the same prompt, greedy decoding
 as the served judge (temperature 0) and the reward's verdict parser: an unparseable reply counts
 as wrong. A judge measured good enough is served like any judge: ``vllm serve`` behind the OpenAI API.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,13 @@ class JudgeBuildConfig(BaseModel):
     )
     train_pairs: int = Field(6000, ge=8, description="Generated training pairs")
     eval_pairs: int = Field(200, ge=8, description="Held-out pairs the accuracy is measured on")
-    max_steps: int = Field(800, ge=1, description="Optimizer steps")
+    reading_steps: int = Field(
+        150,
+        ge=0,
+        description="Steps of block-reading practice before the pairs (see reading_practice_row): copy the "
+        "asked one of two near-identical spans set in the prompt's <answer_1>/<answer_2> blocks; 0 skips it",
+    )
+    max_steps: int = Field(800, ge=1, description="Optimizer steps on the pairs")
     batch_size: int = Field(32, ge=1, description="Pairs per step")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate (cosine schedule)")
     seed: int = Field(0, description="Seed of the training pairs (held-out pairs use seed + 1000)")
@@ -166,6 +174,79 @@ def _reply_loss(
     )
 
 
+_READING_LEARNING_RATE = 2e-3
+
+
+def _reading_ids(tokenizer: Any) -> dict[str, list[int]]:
+    """The token ids reading practice is built from: the judge prompt's tags, digits, ordinary tokens."""
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    special = set(tokenizer.all_special_ids)
+    return {
+        "prefix": ids("<|im_start|>user\n"),
+        "open": ids("<answer_1>\n"),
+        "between": ids("\n</answer_1>\n\n<answer_2>\n"),
+        "close": ids("\n</answer_2>"),
+        "ask1": ids("\nAnswer 1 means"),
+        "ask2": ids("\nAnswer 2 means"),
+        "end": ids(";"),
+        "digits": [ids(str(digit))[0] for digit in range(10)],
+        "ordinary": [i for i in range(tokenizer.vocab_size) if i not in special],
+    }
+
+
+def reading_practice_row(rng: random.Random, ids: dict[str, list[int]]) -> tuple[list[int], int]:
+    """(token ids, where the reply starts): two near-identical spans in the judge prompt's answer blocks,
+    then ``Answer k means`` and the k-th span verbatim with ``;``.
+
+    A span is random digits (one token each, so repeats are common, as in amounts and dates) or random
+    ordinary tokens; the other block holds it with one token changed, two swapped or one dropped. Which
+    block holds the original, and which block is asked for, are drawn. This is the judge's weak point in
+    isolation: most of its errors were near misses judged the same answer, answer 1's form written again
+    where answer 2's should have been read out of its block.
+    """
+    pool = ids["digits"] if rng.random() < 0.5 else ids["ordinary"]
+    span = [rng.choice(pool) for _ in range(rng.randint(3, 10))]
+    other, i = list(span), rng.randrange(len(span))
+    how = rng.random()
+    if how < 0.6:
+        while other[i] == span[i]:
+            other[i] = rng.choice(pool)
+    elif how < 0.8 and i + 1 < len(span) and span[i] != span[i + 1]:
+        other[i], other[i + 1] = other[i + 1], other[i]
+    else:
+        del other[i]
+    first, second = (span, other) if rng.random() < 0.5 else (other, span)
+    asked = rng.choice((1, 2))
+    prompt = ids["open"] + first + ids["between"] + second + ids["close"] + ids[f"ask{asked}"]
+    return prompt + (first if asked == 1 else second) + ids["end"], len(prompt)
+
+
+def reading_practice(model: Any, tokenizer: Any, config: JudgeBuildConfig, sink: Any) -> float:
+    """``config.reading_steps`` AdamW steps on ``reading_practice_row``s (an optimizer of their own, a
+    constant learning rate); returns the last loss. On 600 held-out pairs, 150 steps before the 800 on
+    pairs took the judge from 0.823 to 0.850 (near misses 0.65 -> 0.72) in ~15 s: the rows are short."""
+    import torch
+
+    rng = random.Random(f"longrl-judge-reading:{config.seed}")
+    ids = _reading_ids(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=_READING_LEARNING_RATE, weight_decay=0.0)
+    loss_value = float("nan")
+    for step in range(config.reading_steps):
+        rows = [reading_practice_row(rng, ids) for _ in range(config.batch_size)]
+        total, count = _reply_loss(model, ids["prefix"], rows, tokenizer.pad_token_id)
+        (total / count).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = total.item() / count
+        if step % 10 == 0 or step == config.reading_steps - 1:
+            sink.log({"reading/loss": loss_value}, step=step)
+    return loss_value
+
+
 def train_judge(
     model_dir: str, output: Path, pairs: list[JudgePair], config: JudgeBuildConfig, sink: Any
 ) -> dict[str, Any]:
@@ -194,6 +275,7 @@ def train_judge(
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     cpu_started = time.process_time()
+    reading_loss = reading_practice(model, tokenizer, config, sink) if config.reading_steps else None
     prefix, rows = _token_rows(tokenizer, pairs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     warmup = min(10, config.max_steps // 10)
@@ -236,7 +318,7 @@ def train_judge(
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
-    return {"final_loss": loss_value, "steps": config.max_steps}
+    return {"final_loss": loss_value, "steps": config.max_steps, "reading_loss": reading_loss}
 
 
 def build_judge(config: JudgeBuildConfig) -> dict[str, Any]:
@@ -272,6 +354,7 @@ def build_judge(config: JudgeBuildConfig) -> dict[str, Any]:
             "train_cpu_seconds": round(train_cpu_seconds, 1),
             "measure_seconds": round(time.monotonic() - started, 1),
             "final_loss": round(trained["final_loss"], 4),
+            "reading_loss": None if trained["reading_loss"] is None else round(trained["reading_loss"], 4),
         }
         logger.info(
             "judge accuracy %.3f on %d held-out pairs (%s)",
