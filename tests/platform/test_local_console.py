@@ -144,3 +144,17 @@ def test_a_kfp_local_run_prints_one_line_per_task_and_keeps_each_log(tmp_path, c
     assert "a noisy line from the step" in first[0].read_text()
     assert "Running pipeline" in first[2].read_text()
     assert capfd.readouterr().out == ""  # nothing of kfp.local's reached the terminal
+
+
+def test_the_summary_says_whether_the_trained_judge_was_served(tmp_path) -> None:
+    import json
+
+    from pipelines.local_run import judge_line
+
+    measured = {"accuracy": 0.79, "pairs": 400, "by_family": {"number": 0.7}, "train_seconds": 250.0}
+    result = tmp_path / "judge.json"
+    result.write_text(json.dumps({**measured, "served": False}))
+    assert "accuracy 0.790 on 400 held-out pairs" in judge_line(result)
+    assert "NOT served" in judge_line(result)
+    result.write_text(json.dumps({**measured, "served": True}))
+    assert judge_line(result).endswith("; served")
