@@ -261,14 +261,14 @@ def judge_line(result_file: Path | None) -> str:
     if "accuracy" not in result:
         return f"Judge:            {result.get('served_model', '-')} (as configured)"
     families = ", ".join(f"{name} {value:.2f}" for name, value in result["by_family"].items())
-    served = (
-        "served"
-        if result.get("served", True)
-        else "NOT served: measured below min_accuracy, the run kept the rule reward"
-    )
+    # judge.json says "served" once the step decided; a file without it claims neither
+    served = {
+        True: "; served",
+        False: "; NOT served: measured below min_accuracy, the run kept the rule reward",
+    }.get(result.get("served"), "")
     return (
         f"Judge:            trained here, accuracy {result['accuracy']:.3f} on {result['pairs']} held-out pairs "
-        f"({families}; trained in {result['train_seconds']} s); {served}"
+        f"({families}; trained in {result['train_seconds']} s){served}"
     )
 
 

@@ -158,3 +158,5 @@ def test_the_summary_says_whether_the_trained_judge_was_served(tmp_path) -> None
     assert "NOT served" in judge_line(result)
     result.write_text(json.dumps({**measured, "served": True}))
     assert judge_line(result).endswith("; served")
+    result.write_text(json.dumps(measured))  # written before the step decided whether to serve it
+    assert "served" not in judge_line(result)
