@@ -72,9 +72,9 @@ class JudgeBuildConfig(BaseModel):
         ge=0,
         le=1,
         description="A judge measured below this is not served (it would reward wrong answers): the run keeps "
-        "the rule reward. The local judge measures 0.80-0.85 depending on the SFT model it starts from; "
-        "its errors are mostly near misses accepted, while what a policy gets wrong is mostly another "
-        "name or a fragment, which it rejects (0.95)",
+        "the rule reward. The local judge measures 0.79-0.85 depending on the SFT model and its own "
+        "training seed; its errors are mostly near misses accepted, while what a policy gets wrong is "
+        "mostly another name or a fragment, which it rejects (0.95)",
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
