@@ -98,7 +98,9 @@ def test_a_batch_in_two_length_sorted_halves_has_the_loss_and_gradient_of_the_wh
     assert torch.allclose(whole[1], halves[1], atol=1e-6)
 
 
-def test_reading_practice_asks_for_one_of_two_near_identical_blocks_verbatim(tiny_tokenizer) -> None:
+def test_reading_practice_copies_both_near_identical_blocks_and_marks_where_the_second_parts(
+    tiny_tokenizer,
+) -> None:
     import difflib
     import random
 
@@ -118,8 +120,15 @@ def test_reading_practice_asks_for_one_of_two_near_identical_blocks_verbatim(tin
         assert prompt[: len(ids["open"])] == ids["open"]
         first, rest = split(prompt[len(ids["open"]) :], ids["between"])
         second, ask = split(rest, ids["close"])
-        assert ask in (ids["ask1"], ids["ask2"])
-        assert reply == (first if ask == ids["ask1"] else second) + ids["end"]
+        assert ask == ids["ask"]
+        copied, then = split(reply, ids["then"])
+        assert copied == first  # answer 1 verbatim
+        assert then[-len(ids["mark"]) :] == ids["mark"]
+        shared = then[: -len(ids["mark"])]
+        assert second[: len(shared)] == first[: len(shared)] == shared  # answer 2 as far as it agrees
+        assert (
+            len(shared) == min(len(first), len(second)) or first[len(shared)] != second[len(shared)]
+        )  # only
         edits = difflib.SequenceMatcher(a=first, b=second, autojunk=False).get_opcodes()
         changed = [op for op in edits if op[0] != "equal"]
         assert first != second and 1 <= len(changed) <= 2  # a token changed or dropped, or two swapped

@@ -59,8 +59,9 @@ class JudgeBuildConfig(BaseModel):
     reading_steps: int = Field(
         150,
         ge=0,
-        description="Steps of block-reading practice before the pairs (see reading_practice_row): copy the "
-        "asked one of two near-identical spans set in the prompt's <answer_1>/<answer_2> blocks; 0 skips it",
+        description="Steps of block-reading practice before the pairs (see reading_practice_row): copy two "
+        "near-identical spans set in the prompt's <answer_1>/<answer_2> blocks, the second only up to where "
+        "it parts from the first, as the reply does; 0 skips it",
     )
     max_steps: int = Field(800, ge=1, description="Optimizer steps on the pairs")
     batch_size: int = Field(32, ge=1, description="Pairs per step")
@@ -72,7 +73,7 @@ class JudgeBuildConfig(BaseModel):
         ge=0,
         le=1,
         description="A judge measured below this is not served (it would reward wrong answers): the run keeps "
-        "the rule reward. The local judge measures 0.79-0.85 depending on the SFT model and its own "
+        "the rule reward. The local judge measures 0.79-0.86 depending on the SFT model and its own "
         "training seed; its errors are mostly near misses accepted, while what a policy gets wrong is "
         "mostly another name or a fragment, which it rejects (0.95)",
     )
@@ -195,9 +196,9 @@ def _reading_ids(tokenizer: Any) -> dict[str, list[int]]:
         "open": ids("<answer_1>\n"),
         "between": ids("\n</answer_1>\n\n<answer_2>\n"),
         "close": ids("\n</answer_2>"),
-        "ask1": ids("\nAnswer 1 means"),
-        "ask2": ids("\nAnswer 2 means"),
-        "end": ids(";"),
+        "ask": ids("\nAnswer 1 means"),
+        "then": ids("; answer 2 means"),
+        "mark": ids("|"),
         "digits": [ids(str(digit))[0] for digit in range(10)],
         "ordinary": [i for i in range(tokenizer.vocab_size) if i not in special],
     }
@@ -205,13 +206,15 @@ def _reading_ids(tokenizer: Any) -> dict[str, list[int]]:
 
 def reading_practice_row(rng: random.Random, ids: dict[str, list[int]]) -> tuple[list[int], int]:
     """(token ids, where the reply starts): two near-identical spans in the judge prompt's answer blocks,
-    then ``Answer k means`` and the k-th span verbatim with ``;``.
+    then the comparison the judge's reply makes, on the spans verbatim: ``Answer 1 means`` and the first
+    span, ``; answer 2 means`` and the second up to where it parts from the first, marked there with ``|``.
 
     A span is random digits (one token each, so repeats are common, as in amounts and dates) or random
-    ordinary tokens; the other block holds it with one token changed, two swapped or one dropped. Which
-    block holds the original, and which block is asked for, are drawn. This is the judge's weak point in
-    isolation: most of its errors were near misses judged the same answer, answer 1's form written again
-    where answer 2's should have been read out of its block.
+    ordinary tokens; the other block holds it with one token changed, two swapped or one dropped, and which
+    block holds the original is drawn. This is the judge's weak point in isolation: most of its errors
+    are near misses judged the same answer, answer 1's form written again where answer 2's should have
+    been read out of its block. Practice that asked for one block alone never set that trap; here the
+    second copy comes right after the first, as in the reply.
     """
     pool = ids["digits"] if rng.random() < 0.5 else ids["ordinary"]
     span = [rng.choice(pool) for _ in range(rng.randint(3, 10))]
@@ -225,15 +228,18 @@ def reading_practice_row(rng: random.Random, ids: dict[str, list[int]]) -> tuple
     else:
         del other[i]
     first, second = (span, other) if rng.random() < 0.5 else (other, span)
-    asked = rng.choice((1, 2))
-    prompt = ids["open"] + first + ids["between"] + second + ids["close"] + ids[f"ask{asked}"]
-    return prompt + (first if asked == 1 else second) + ids["end"], len(prompt)
+    shorter = min(len(first), len(second))
+    parted = next((j for j in range(shorter) if first[j] != second[j]), shorter)
+    prompt = ids["open"] + first + ids["between"] + second + ids["close"] + ids["ask"]
+    return prompt + first + ids["then"] + second[:parted] + ids["mark"], len(prompt)
 
 
 def reading_practice(model: Any, tokenizer: Any, config: JudgeBuildConfig, sink: Any) -> float:
     """``config.reading_steps`` AdamW steps on ``reading_practice_row``s (an optimizer of their own, a
-    constant learning rate); returns the last loss. On 600 held-out pairs, 150 steps before the 800 on
-    pairs took the judge from 0.823 to 0.850 (near misses 0.65 -> 0.72) in ~15 s: the rows are short."""
+    constant learning rate); returns the last loss. The rows are short: 150 steps take ~15-20 s. On 600
+    held-out pairs, practice that copied one asked block took the judge from 0.823 to 0.850 (near misses
+    0.65 -> 0.72); copying both, as here, measured 0.855 / 0.807 / 0.830 over training seeds 0 / 1 / 2
+    against 0.810 / 0.792 / 0.812 for that practice from the same SFT model."""
     import torch
 
     rng = random.Random(f"longrl-judge-reading:{config.seed}")
