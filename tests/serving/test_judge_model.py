@@ -126,9 +126,10 @@ def test_reading_practice_copies_both_near_identical_blocks_and_marks_where_the_
         assert then[-len(ids["mark"]) :] == ids["mark"]
         shared = then[: -len(ids["mark"])]
         assert second[: len(shared)] == first[: len(shared)] == shared  # answer 2 as far as it agrees
-        assert (
-            len(shared) == min(len(first), len(second)) or first[len(shared)] != second[len(shared)]
-        )  # only
+        ends_where_they_part = len(shared) == min(len(first), len(second)) or (
+            first[len(shared)] != second[len(shared)]
+        )
+        assert ends_where_they_part  # and no further
         edits = difflib.SequenceMatcher(a=first, b=second, autojunk=False).get_opcodes()
         changed = [op for op in edits if op[0] != "equal"]
         assert first != second and 1 <= len(changed) <= 2  # a token changed or dropped, or two swapped

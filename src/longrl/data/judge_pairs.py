@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from longrl.data.synthetic import _RULES, _Names
@@ -453,16 +453,27 @@ def judge_pairs(num_pairs: int, seed: int, families: tuple[Family, ...] = FAMILI
 # ----- the judge's reply ----------------------------------------------------------------------------
 
 
+# The reply's own words, which the judge's reading practice (``longrl.serving.judge_model``) writes too.
+ANSWER_1_MEANS = "Answer 1 means"
+ANSWER_2_MEANS = "; answer 2 means"
+MARK = "|"
+
+
+def parting_index(mine: Sequence[int], theirs: Sequence[int]) -> int:
+    """Where two token sequences first differ (the shorter one's length when it starts the other)."""
+    shared = min(len(mine), len(theirs))
+    return next((i for i in range(shared) if mine[i] != theirs[i]), shared)
+
+
 def _marked(tokenizer: Any, means: str, other: str) -> str:
     """`` {means};`` up to where its tokens first part from those of `` {other};``, then ``|`` (the whole
     of it, unmarked, if they never part)."""
     mine = tokenizer(f" {means};", add_special_tokens=False)["input_ids"]
     theirs = tokenizer(f" {other};", add_special_tokens=False)["input_ids"]
-    shared = min(len(mine), len(theirs))
-    parted = next((i for i in range(shared) if mine[i] != theirs[i]), shared)
+    parted = parting_index(mine, theirs)
     if parted == len(mine) == len(theirs):
         return tokenizer.decode(mine)
-    return tokenizer.decode(mine[:parted]) + "|"
+    return tokenizer.decode(mine[:parted]) + MARK
 
 
 def judge_reply(pair: JudgePair, tokenizer: Any) -> str:
@@ -479,9 +490,7 @@ def judge_reply(pair: JudgePair, tokenizer: Any) -> str:
     agreement = "the same answer" if pair.equivalent else "different answers"
     verdict = "[[YES]]" if pair.equivalent else "[[NO]]"
     marked = _marked(tokenizer, pair.reference_means, pair.prediction_means)
-    return (
-        f"Answer 1 means {pair.prediction_means}; answer 2 means{marked} {agreement}.\n</think>\n\n{verdict}"
-    )
+    return f"{ANSWER_1_MEANS} {pair.prediction_means}{ANSWER_2_MEANS}{marked} {agreement}.\n</think>\n\n{verdict}"
 
 
 def judge_training_row(tokenizer: Any, pair: JudgePair) -> dict[str, Any]:

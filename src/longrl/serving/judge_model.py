@@ -24,7 +24,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from longrl import storage
-from longrl.data.judge_pairs import FAMILIES, JudgePair, judge_pairs, judge_training_row
+from longrl.data.judge_pairs import (
+    ANSWER_1_MEANS,
+    ANSWER_2_MEANS,
+    FAMILIES,
+    MARK,
+    JudgePair,
+    judge_pairs,
+    judge_training_row,
+    parting_index,
+)
 from longrl.rewards.judge import parse_verdict
 from longrl.tracking import MetricsSink, TrackingConfig, step_run
 
@@ -196,9 +205,9 @@ def _reading_ids(tokenizer: Any) -> dict[str, list[int]]:
         "open": ids("<answer_1>\n"),
         "between": ids("\n</answer_1>\n\n<answer_2>\n"),
         "close": ids("\n</answer_2>"),
-        "ask": ids("\nAnswer 1 means"),
-        "then": ids("; answer 2 means"),
-        "mark": ids("|"),
+        "ask": ids("\n" + ANSWER_1_MEANS),
+        "then": ids(ANSWER_2_MEANS),
+        "mark": ids(MARK),
         "digits": [ids(str(digit))[0] for digit in range(10)],
         "ordinary": [i for i in range(tokenizer.vocab_size) if i not in special],
     }
@@ -228,10 +237,8 @@ def reading_practice_row(rng: random.Random, ids: dict[str, list[int]]) -> tuple
     else:
         del other[i]
     first, second = (span, other) if rng.random() < 0.5 else (other, span)
-    shorter = min(len(first), len(second))
-    parted = next((j for j in range(shorter) if first[j] != second[j]), shorter)
     prompt = ids["open"] + first + ids["between"] + second + ids["close"] + ids["ask"]
-    return prompt + first + ids["then"] + second[:parted] + ids["mark"], len(prompt)
+    return prompt + first + ids["then"] + second[: parting_index(first, second)] + ids["mark"], len(prompt)
 
 
 def reading_practice(model: Any, tokenizer: Any, config: JudgeBuildConfig, sink: Any) -> float:
