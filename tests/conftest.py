@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny model (built once per session) and small generated datasets."""
+"""Shared fixtures: the tiny model, real servers (S3, MLflow) and `make run`'s pipeline, each once per session."""
 
 from __future__ import annotations
 
