@@ -30,7 +30,10 @@ def test_the_console_has_a_line_per_step_and_the_logs_are_in_files(local_run) ->
         for line in stdout.splitlines()
         if line.startswith("Step logs:")
     ]
-    assert len([p for p in Path(logs).glob("*.log") if p.name[:2].isdigit()]) == total
+    step_logs = [p for p in Path(logs).glob("*.log") if p.name[:2].isdigit()]
+    assert len(step_logs) == total
+    (sft_log,) = [p for p in step_logs if p.name.endswith("train-sft.log")]
+    assert "LOAD_FAST" not in sft_log.read_text()  # no bytecode a library disassembled into captured stdout
 
 
 def test_mlflow_holds_one_pipeline_run_with_a_child_per_step(local_run) -> None:

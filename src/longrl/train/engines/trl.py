@@ -11,6 +11,7 @@ is not retried (``longrl.train.engines.failures``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from longrl import storage
 from longrl.train.checkpoints import RESULT_FILE
 from longrl.train.config import TrainingConfig
 from longrl.train.engines import TrainingFailed
+
+RAY_TRAIN_PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
 
 
 def _train_loop(payload: dict[str, Any]) -> None:
@@ -60,6 +63,10 @@ class TrlEngine:
         from longrl.train.engines.failures import MistakeAwareTorchTrainer, failure_message
 
         preflight(step, config)
+        # Ray Train's workers log every print() by default, even one made while a library has swapped
+        # sys.stdout to capture it: dill disassembles each function datasets fingerprints into a captured
+        # stdout, ~5,000 lines of bytecode in an SFT step's log. Ray Train hands this variable to its workers.
+        os.environ.setdefault(RAY_TRAIN_PRINT_PATCH_ENV, "0")
 
         if storage.is_s3(config.output_dir):
             ray_storage = str(storage.cache_dir() / "ray")
