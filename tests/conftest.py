@@ -70,12 +70,16 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="session")
 def pipeline_models(local_run) -> dict[str, Path]:
-    """The warm-up SFT model and the judge that ``local_run``'s pipeline trained (its first run: a rerun
-    in the same directory adds runs that reuse these steps)."""
+    """The warm-up SFT model and the judge that ``local_run``'s pipeline trained, found as the steps that
+    read them find them: through their output artifacts' pointers (of its first run: a rerun in the same
+    directory adds runs that reuse these steps)."""
+    from longrl.artifacts import read_pointer
+    from longrl.serving.judge_model import MODEL_DIR as JUDGE_MODEL_DIR
+    from longrl.steps import model_dir
+
     work, _ = local_run
-    found = {
-        "sft": sorted(work.glob("kfp/longrl-*/train-sft/.longrl-data/model/model")),
-        "judge": sorted(work.glob("kfp/longrl-*/build-judge/.longrl-data/judge/model")),
+    first_run = sorted(work.glob("kfp/longrl-*"))[0]
+    return {
+        "sft": Path(model_dir(read_pointer(first_run / "train-sft" / "model").location)),
+        "judge": Path(read_pointer(first_run / "build-judge" / "judge").location) / JUDGE_MODEL_DIR,
     }
-    assert all(found.values()), f"a model is missing under {work}/kfp: {found}"
-    return {name: paths[0] for name, paths in found.items()}
